@@ -1,0 +1,141 @@
+"""Check whole histories: pick a model, split by key, choose an algorithm.
+
+Keys are independent (P-compositionality: a history is linearizable iff the
+sub-history of every key is), so each (history, key) is a task, and tasks
+run in parallel across processes when there is enough work to pay for it.
+A key whose ops a unique-value register describes takes the polynomial
+fast path; everything else takes the exact WGL search.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from checkers import unique_register, wgl
+from checkers.history import History, Operation
+from checkers.models import Model, get_model, infer_model
+from checkers.result import INVALID, CheckResult, KeyResult, combine
+
+#: Below this many ops in all, forking workers costs more than it saves.
+PARALLEL_THRESHOLD = 3_000
+#: Every key first gets this many states; only keys still undecided after
+#: that, in histories not already shown invalid, get the full budget.
+FIRST_ROUND_STATES = 20_000
+
+
+def model_for(history: History, ops: Sequence[Operation], name: str | None) -> Model:
+    """The model named, or the one the history's format and ops imply."""
+    return get_model(name or history.model or
+                     infer_model({op.f for op in ops}, history.format))
+
+
+def check_key(model: Model, key: Any, ops: list[Operation],
+              budget: wgl.Budget | None = None) -> KeyResult:
+    """One key, by the fastest exact algorithm that applies."""
+    if unique_register.applies(model, ops):
+        return unique_register.check_key(model, key, ops)
+    return wgl.check_key(model, key, ops, budget)
+
+
+@dataclass
+class _Task:
+    history: int
+    key: Any
+    ops: list[Operation]
+
+
+_TASKS: list[_Task] = []
+_MODELS: list[Model] = []
+_BUDGET: wgl.Budget = wgl.Budget()
+
+
+def _run(i: int) -> tuple[int, KeyResult]:
+    t = _TASKS[i]
+    res = check_key(_MODELS[t.history], t.key, t.ops, _BUDGET)
+    res.linearization = None  # only witnesses travel back
+    return i, res
+
+
+def _run_all(indexes: list[int], jobs: int) -> dict[int, KeyResult]:
+    """Run tasks (by index into ``_TASKS``), in forked workers when it pays."""
+    total = sum(len(_TASKS[i].ops) for i in indexes)
+    if jobs > 1 and len(indexes) > 1 and total >= PARALLEL_THRESHOLD \
+            and "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(indexes))) as pool:
+            return dict(pool.imap_unordered(_run, indexes, chunksize=1))
+    return dict(_run(i) for i in indexes)
+
+
+def check_histories(histories: Sequence[History], *, model: str | None = None,
+                    budget: wgl.Budget | None = None,
+                    jobs: int | None = None) -> list[CheckResult]:
+    """Check every history; one result per history, in the same order.
+
+    ``ValueError`` if a history's ops do not fit the model (an op name the
+    model does not know, a malformed cas value).
+    """
+    global _TASKS, _MODELS, _BUDGET
+    t0 = time.monotonic()
+    tasks: list[_Task] = []
+    models: list[Model] = []
+    counts: list[int] = []
+    for h_idx, history in enumerate(histories):
+        ops = history.operations()
+        m = model_for(history, ops, model)
+        for op in ops:
+            m.keep(op)  # surfaces ops the model cannot read before any work
+        models.append(m)
+        counts.append(len(ops))
+        for key, part in m.partition(ops).items():
+            tasks.append(_Task(h_idx, key, part))
+    jobs = jobs or os.cpu_count() or 1
+    budget = budget or wgl.Budget()
+    order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i].ops))
+    _TASKS, _MODELS = tasks, models
+    try:
+        # Round one: a small budget each, so that an easy contradiction in one
+        # key settles its history before a hard key eats the whole budget.
+        first = wgl.Budget(budget.time_limit, _min(budget.max_states, FIRST_ROUND_STATES))
+        _BUDGET = first
+        results = _run_all(order, jobs)
+        if first != budget:
+            invalid = {tasks[i].history: tasks[i].key for i, r in results.items()
+                       if r.verdict == INVALID}
+            again = [i for i in order if results[i].reason and
+                     "state budget" in results[i].reason]
+            for i in again:
+                if tasks[i].history in invalid:
+                    results[i].reason = (f"not searched further: key "
+                                         f"{invalid[tasks[i].history]!r} already "
+                                         "shows the history is not linearizable")
+            _BUDGET = budget
+            results.update(_run_all([i for i in again if tasks[i].history not in invalid],
+                                    jobs))
+    finally:
+        _TASKS, _MODELS, _BUDGET = [], [], wgl.Budget()
+    elapsed = time.monotonic() - t0
+    out = [CheckResult("valid", m.name, c, 0.0, [], h.path)
+           for h, m, c in zip(histories, models, counts)]
+    for i, task in enumerate(tasks):
+        out[task.history].keys.append(results[i])
+    for r in out:
+        r.keys.sort(key=lambda k: _sortable(k.key))
+        r.verdict = combine(k.verdict for k in r.keys)
+        r.elapsed = sum(k.elapsed for k in r.keys) if len(out) > 1 else elapsed
+    return out
+
+
+def _min(a: int | None, b: int) -> int:
+    return b if a is None else min(a, b)
+
+
+def check_history(history: History, **kw: Any) -> CheckResult:
+    return check_histories([history], **kw)[0]
+
+
+def _sortable(key: Any) -> tuple[str, str]:
+    return (type(key).__name__, str(key))

@@ -1,0 +1,127 @@
+"""The ``faultline`` command.
+
+Exit codes follow Jepsen: 0 valid, 1 invalid, 2 unknown.  Input that cannot
+be read exits 65 (EX_DATAERR) with one line naming the file and line; a bad
+command line exits 64 (EX_USAGE) naming the flag and its allowed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from checkers import importers
+from checkers.check import check_histories
+from checkers.history import HistoryError, Operation
+from checkers.models import MODELS, get_model
+from checkers.report import key_lines, summary_line
+from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, combine
+from checkers.wgl import Budget
+
+EXIT = {VALID: 0, INVALID: 1, UNKNOWN: 2}
+EX_USAGE, EX_DATAERR = 64, 65
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad flag, which would read as "unknown"."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return v
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="faultline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="check saved histories for linearizability",
+                       description="Check histories (files, or every history under "
+                       "a folder) and print a verdict per history and per key.")
+    c.add_argument("paths", nargs="+", metavar="PATH")
+    c.add_argument("--model", choices=sorted(MODELS),
+                   help="the sequential model (default: implied by the format and ops)")
+    c.add_argument("--format", choices=importers.FORMATS,
+                   help="the history format (default: detected from the content)")
+    c.add_argument("--time-limit", type=_positive, metavar="S",
+                   help="seconds per key before the verdict is unknown")
+    c.add_argument("--max-states", type=_count, default=Budget().max_states, metavar="N",
+                   help="configurations the search may remember per key "
+                   "(default %(default)s)")
+    c.add_argument("--jobs", type=_count, metavar="N",
+                   help="worker processes (default: one per core)")
+    c.add_argument("--html", metavar="OUT", help="write an HTML timeline of the results")
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        paths = importers.discover(args.paths)
+        histories = [importers.load(p, args.format) for p in paths]
+    except (HistoryError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
+        print(f"faultline check: {e}", file=sys.stderr)
+        return EX_DATAERR
+    if not histories:
+        print(f"faultline check: no history found under {' '.join(args.paths)}",
+              file=sys.stderr)
+        return EX_DATAERR
+    budget = Budget(time_limit=args.time_limit, max_states=args.max_states)
+    try:
+        results = check_histories(histories, model=args.model, budget=budget,
+                                  jobs=args.jobs)
+    except (HistoryError, ValueError) as e:
+        print(f"faultline check: {e}", file=sys.stderr)
+        return EX_DATAERR
+    for r in results:
+        model = get_model(r.model)
+        print(summary_line(r, r.path or "-"))
+        for line in key_lines(r, model.describe_op):
+            print(line)
+    verdict = combine(r.verdict for r in results)
+    if len(results) > 1:
+        counts = {v: sum(r.verdict == v for r in results) for v in (VALID, INVALID, UNKNOWN)}
+        print(f"{len(results)} histories: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    if args.html:
+        from checkers.timeline import write_html
+        write_html(args.html, results, title="faultline check",
+                   describe=_describer(results))
+        print(f"timeline: {args.html}")
+    return EXIT[verdict]
+
+
+def _describer(results: Sequence[CheckResult]) -> Callable[[Operation], str]:
+    """Describe each witness op with the model of its own history."""
+    by_op: dict[int, Callable[[Operation], str]] = {}
+    for r in results:
+        describe = get_model(r.model).describe_op
+        for k in r.failures:
+            if k.witness:
+                w = k.witness
+                for op in (*w.window, *w.linearized, w.failing_op):
+                    by_op[id(op)] = describe
+    return lambda op: by_op.get(id(op), lambda o: f"{o.f} {o.value!r}")(op)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
