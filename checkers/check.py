@@ -22,6 +22,8 @@ from checkers.result import INVALID, CheckResult, KeyResult, combine
 
 #: Below this many ops in all, forking workers costs more than it saves.
 PARALLEL_THRESHOLD = 3_000
+#: A fast-path witness window up to this size is re-explained by the search.
+WITNESS_SEARCH_OPS = 200
 #: Every key first gets this many states; only keys still undecided after
 #: that, in histories not already shown invalid, get the full budget.
 FIRST_ROUND_STATES = 20_000
@@ -36,9 +38,17 @@ def model_for(history: History, ops: Sequence[Operation], name: str | None) -> M
 def check_key(model: Model, key: Any, ops: list[Operation],
               budget: wgl.Budget | None = None) -> KeyResult:
     """One key, by the fastest exact algorithm that applies."""
-    if unique_register.applies(model, ops):
-        return unique_register.check_key(model, key, ops)
-    return wgl.check_key(model, key, ops, budget)
+    if not unique_register.applies(model, ops):
+        return wgl.check_key(model, key, ops, budget)
+    res = unique_register.check_key(model, key, ops)
+    if res.witness and len(res.witness.window) <= WITNESS_SEARCH_OPS:
+        # The zones say which ops conflict; the search over just those ops
+        # says it the way a person checks it: the op that cannot be placed
+        # after the longest order that works.
+        exact = wgl.check_key(model, key, res.witness.window, budget)
+        if exact.witness:
+            res.witness = exact.witness
+    return res
 
 
 @dataclass

@@ -378,14 +378,10 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
     fwd = sorted((i for i in range(len(ch_head)) if ch_l[i] < ch_r[i]),
                  key=ch_l.__getitem__)
     big = -1                    # the forward zone reaching furthest so far
+    overlaps: list[tuple[float, int, int]] = []
     for i in fwd:
         if big >= 0 and ch_l[i] < ch_r[big]:
-            # Either block would have to sit inside the other: blame the one
-            # whose last call comes later (only then is the overlap certain).
-            # (The initial value's chain, which must come first, is always
-            # the container.)
-            f, g = (big, i) if ch_r[big] > ch_r[i] or ch_l[big] == -INF else (i, big)
-            fails.note(False, ch_r[f], lambda f=f, g=g: wit.zone(f, g))
+            overlaps.append((min(ch_r[big], ch_r[i]), big, i))
         if big < 0 or ch_r[i] > ch_r[big]:
             big = i
     fwd_l = [ch_l[i] for i in fwd]
@@ -395,6 +391,18 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
             j = bisect_left(fwd_l, a) - 1
             if j >= 0 and b < ch_r[fwd[j]]:
                 fails.note(False, ch_r[fwd[j]], lambda f=fwd[j], g=i: wit.zone(f, g))
+    # Two overlapping forward zones: either block would have to sit inside
+    # the other.  Which op to blame depends on when the overlap became
+    # certain, which takes a look at the chains' ops: only for the overlaps
+    # that could be the earliest failure (their lower bound is the earlier
+    # of the two last calls).
+    if overlaps and fails.structural is None:
+        overlaps.sort()
+        for lower, a, b in overlaps:
+            if fails.ordering is not None and lower >= fails.ordering[0]:
+                break
+            t, f, g = wit.orient(a, b)
+            fails.note(False, t, lambda f=f, g=g: wit.zone(f, g))
 
     res = KeyResult(key=key, verdict=VALID, ops=len(ops), algorithm=ALGORITHM)
     if fails.any():
@@ -411,6 +419,10 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
 
 
 # ------------------------------------------------------------------ witnesses
+
+def _call(op: Operation) -> float:
+    return op.call
+
 
 def _fmt(v: Any) -> str:
     return "nil" if v is None else repr(v) if isinstance(v, str) else str(v)
@@ -454,8 +466,60 @@ class _WitnessMaker:
         return None
 
     # -- structure
-    def reads_of(self, ws: set[int]) -> dict[int, list[Operation]]:
-        out: dict[int, list[Operation]] = {w: [] for w in ws}
+    def orient(self, a: int, b: int) -> tuple[float, int, int]:
+        """For overlapping forward zones of chains ``a`` and ``b``: when the
+        overlap became certain, and which chain is then the container (whose
+        latest-called op cannot be placed) and which the intruder.
+
+        With container C and intruder I, it is certain once C's last op is
+        invoked (at ``r_C``; C holds the register from ``l_C`` to there) and
+        some op of I has been invoked after ``l_C`` (I's first return, before
+        ``r_C``, is known by then).  The chain of the initial value, which
+        must come first, is always the container."""
+        heads, ls, rs = self.chains
+        if ls[b] == -INF:
+            a, b = b, a
+        t_ab = max(rs[a], self.first_call_after(heads[b], ls[a]))
+        if ls[a] == -INF:
+            return t_ab, a, b
+        t_ba = max(rs[b], self.first_call_after(heads[a], ls[b]))
+        # On a tie, blame the op whose invocation made the overlap certain.
+        if (t_ab, t_ab != rs[a]) <= (t_ba, t_ba != rs[b]):
+            return t_ab, a, b
+        return t_ba, b, a
+
+    def first_call_after(self, h: int, t: float) -> float:
+        """The earliest call after ``t`` among the ops of chain ``h``."""
+        if self._reads is None:
+            self._reads = self.reads_of(None)
+        best = INF
+        for w in self.chain_clusters(h):
+            c = self.sc.W_call[w]
+            if t < c < best:
+                best = c
+            for r in self._reads.get(w, ()):
+                if t < r.call < best:
+                    best = r.call
+        return best
+
+    def reads_of(self, ws: set[int] | None) -> dict[int, list[Operation]]:
+        """The reads of clusters ``ws`` (all if None), each list by call."""
+        if ws is None:
+            out: dict[int, list[Operation]] = {}
+            for op, w in zip(self.sc.R_op, self.R_w):
+                if w >= 0:
+                    lst = out.get(w)
+                    if lst is None:
+                        out[w] = [op]
+                    else:
+                        lst.append(op)
+            for lst in out.values():
+                if len(lst) > 1:
+                    lst.sort(key=_call)
+            return out
+        if self._reads is not None:
+            return {w: self._reads.get(w, []) for w in ws}
+        out = {w: [] for w in ws}
         for op, w in zip(self.sc.R_op, self.R_w):
             if w in out:
                 out[w].append(op)
@@ -703,7 +767,7 @@ class _WitnessMaker:
         heads, ls, rs = self.chains
         fwd_l = [ls[i] for i in fwd]
         fwd_r = [rs[i] for i in fwd]
-        reads = self.reads_of(set(range(len(sc.W_op))))
+        reads = self.reads_of(None)
         keyed: list[tuple[float, int, int, int, Operation]] = []
         for ci, h in enumerate(heads):
             l, r = ls[ci], rs[ci]
@@ -719,7 +783,7 @@ class _WitnessMaker:
                         p = op.call
                     keyed.append((min(max(p, l), r) if forward else t, ci, 2 * k, 0, op))
                 pw = p
-                for i, rd in enumerate(reads[w]):
+                for i, rd in enumerate(reads.get(w, ())):
                     q = max(pw, rd.call)
                     if q > p:
                         p = q

@@ -173,13 +173,18 @@ def _invalid(model: Model, key: Any, kept: list[Operation],
         states_after.append(model.describe_state(state))
     window = failure_window(kept, set(lin_ids), fail_id)
     described = sorted({model.describe_state(s) for s in states})
+    before = [op for op in linearized if op.ret < failing.call]
+    last = max(before, key=lambda op: op.ret, default=None)
+    why = (f"; the last, {model.describe_op(last)} by process {last.process} "
+           f"(events {last.call}-{_pos(last.ret)}), completed before it began"
+           if last is not None else "")
     witness = Witness(
         failing_op=failing, linearized=linearized, states_after=states_after,
         states=described, window=window,
         explanation=(f"{model.describe_op(failing)} by process {failing.process} "
                      f"(events {failing.call}-{_pos(failing.ret)}) cannot take effect: "
                      f"the state could only be {' or '.join(described)} "
-                     f"after the {len(linearized)} ops that had to come first"))
+                     f"after the {len(linearized)} ops that had to come first{why}"))
     return KeyResult(key, INVALID, len(kept), "wgl", witness=witness, explored=explored,
                      elapsed=time.monotonic() - t0)
 

@@ -31,7 +31,8 @@ def test_shipped_examples(capsys, tmp_path):
     # the witness: the stale get served by n1 cannot be placed
     assert "cannot place: [9-10] process 0 on n1: get -> 1 (ok)" in out
     states = next(line for line in out.splitlines() if "could have been in:" in line)
-    assert "3" in states.split(":")[1].split(", ")
+    assert states.split(": ")[1].split(", ") == ["3"]
+    assert "the last, update 2->3 by process 1 (events 7-8), completed before it" in out
     assert "2 histories: 1 valid, 1 invalid, 0 unknown" in out
     page = html.read_text()
     assert "get -&gt; 1" in page or "get -> 1" in page
