@@ -238,7 +238,7 @@ def _measure(path: str, model_name: str) -> None:
     gc.collect()
     tracemalloc.start()
     ops = pair(events)
-    res = unique_register.check_key(model, None, ops)
+    unique_register.check_key(model, None, ops)
     cur, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(f"  tracemalloc: pair+check_key peak {peak / 2**20:.0f} MiB above the events "

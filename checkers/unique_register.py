@@ -35,7 +35,13 @@ another that has an op ending before ``r`` and one starting after ``l``
 would have to interleave.  Sufficiency: a feasible layout clamped into its
 forward zone is still feasible, forward blocks sit in their disjoint zones,
 and every backward zone keeps a point outside all of them.)  Event positions
-are distinct integers, so no two endpoints of different ops ever tie.
+are distinct integers, so no two endpoints of different ops ever tie (were
+they to, the comparisons treat touching intervals as concurrent).
+
+**Witnesses.**  Each failure found has the time at which it became certain
+(for example the call of the read that comes too late); the earliest one is
+reported, blaming the op whose invocation or return made it certain, with
+the ops of the two clusters or chains involved as the window.
 
 Everything is kept in flat lists indexed by writer; the only sort is over
 the forward zones.
@@ -182,7 +188,7 @@ def _scan(model: Any, ops: list[Operation]) -> _Scan | str:
                 if why:
                     return why
             kept += 1
-    sc.n_kept = kept
+    sc.n_kept = kept + len(NIL)
     return sc
 
 
@@ -242,7 +248,7 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
     sc = _scan(model, ops)
     if isinstance(sc, str):
         raise NotApplicable(sc)
-    W_op, W_val, W_src = sc.W_op, sc.W_val, sc.W_src
+    W_op, W_src = sc.W_op, sc.W_src
     W_call, W_ret, W_ok, W_cas = sc.W_call, sc.W_ret, sc.W_ok, sc.W_cas
     R_op, R_val = sc.R_op, sc.R_val
     writer_get = sc.writer.get
@@ -398,13 +404,13 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
     # of the two last calls).
     if overlaps and fails.structural is None:
         overlaps.sort()
-        for lower, a, b in overlaps:
-            if fails.ordering is not None and lower >= fails.ordering[0]:
-                break
+        for n_tried, (lower, a, b) in enumerate(overlaps):
+            if fails.ordering is not None and (lower >= fails.ordering[0] or n_tried >= 64):
+                break           # (each look costs the length of two chains)
             t, f, g = wit.orient(a, b)
             fails.note(False, t, lambda f=f, g=g: wit.zone(f, g))
 
-    res = KeyResult(key=key, verdict=VALID, ops=len(ops), algorithm=ALGORITHM)
+    res = KeyResult(key=key, verdict=VALID, ops=sc.n_kept, algorithm=ALGORITHM)
     if fails.any():
         res.verdict = INVALID
         res.witness = fails.witness()
@@ -413,7 +419,7 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
         if linearization is None:
             linearization = len(ops) <= LINEARIZE_UP_TO
         if linearization:
-            res.linearization = wit.linearize(fwd, rmin)
+            res.linearization = wit.linearize(fwd)
     res.elapsed = time.perf_counter() - t0
     return res
 
@@ -422,6 +428,19 @@ def check_key(model: Any, key: Any, ops: list[Operation], *,
 
 def _call(op: Operation) -> float:
     return op.call
+
+
+def _elide(states: list[str], most: int = 8) -> list[str]:
+    """At most ``most`` states (values of one chain are distinct): the first
+    and last few, with a marker for those left out."""
+    if len(states) <= most:
+        return states
+    k = most // 2
+    return states[:k] + [f"... ({len(states) - 2 * k + 1} more)"] + states[-(k - 1):]
+
+
+def _join(items: list[str]) -> str:
+    return " and ".join(items) if len(items) <= 2 else ", ".join(items)
 
 
 def _fmt(v: Any) -> str:
@@ -524,7 +543,7 @@ class _WitnessMaker:
             if w in out:
                 out[w].append(op)
         for lst in out.values():
-            lst.sort(key=lambda o: o.call)
+            lst.sort(key=_call)
         return out
 
     def chain_clusters(self, h: int) -> list[int]:
@@ -545,10 +564,6 @@ class _WitnessMaker:
                 out.append((op, w))
             out.extend((r, w) for r in reads[w])
         return out
-
-    def after(self, op: Operation, w: int) -> Any:
-        """The register's value right after ``op`` (of cluster ``w``) took effect."""
-        return self.wval(w)
 
     def prefix(self, seq: list[tuple[Operation, int]]) -> tuple[list[Operation], list[str]]:
         return [o for o, _ in seq], [self.st(self.wval(w)) for _, w in seq]
@@ -657,13 +672,14 @@ class _WitnessMaker:
         else:
             z = min(reads[w], key=lambda o: o.ret)
         q, qw = next((o, cw) for o, cw in seq if o.call == p)
-        j = ws.index(qw)
+        pos = {cw: i for i, cw in enumerate(ws)}
+        j = pos[qw]
         vz, vq = self.wval(w), self.wval(qw)
         if q is sc.W_op[qw]:
             # z needs a value that only exists once q took effect.
             failing, first = z, max(j - 1, 0)
-            part = [(o, cw) for o, cw in seq if ws.index(cw) >= first]
-            lin_seq = [(o, cw) for o, cw in part if ws.index(cw) < j]
+            part = [(o, cw) for o, cw in seq if pos[cw] >= first]
+            lin_seq = [(o, cw) for o, cw in part if pos[cw] < j]
             states = ([self.st(self.wval(ws[j - 1]))] if j > 0 else self.candidates(z))
             if what is not None and qw == w:
                 why = (f"{self.who(z)} returns {_fmt(vz)}, but the only write of "
@@ -678,7 +694,7 @@ class _WitnessMaker:
         else:
             # q reads a value that z, or a cas before z, replaced for good.
             failing = q
-            part = [(o, cw) for o, cw in seq if ws.index(cw) >= j]
+            part = [(o, cw) for o, cw in seq if pos[cw] >= j]
             lin_seq = []
             for o, cw in part:
                 if o is not q and o.call < z.ret:
@@ -705,7 +721,6 @@ class _WitnessMaker:
     def zone(self, f: int, g: int) -> Witness:
         """Chain ``f``'s block must cover its forward zone [l, r]; chain ``g``
         has an op that ended before r and one that began after l."""
-        sc = self.sc
         heads, ls, rs = self.chains
         fw, gw = self.chain_clusters(heads[f]), self.chain_clusters(heads[g])
         reads = self.reads_of(set(fw) | set(gw))
@@ -724,7 +739,7 @@ class _WitnessMaker:
             y_clusters = 0
         else:
             y, yw = fseq[y_i]
-            held = self.after(y, yw)
+            held = self.wval(yw)    # the value right after y took effect
             y_clusters = fw.index(yw)
         x_cluster = fw.index(xw)
         lo_c, hi_c = min(y_clusters, x_cluster), max(y_clusters, x_cluster)
@@ -735,11 +750,7 @@ class _WitnessMaker:
                         key=lambda o: o.call)
         lin_seq = [(o, cw) for o, cw in fseq[:x_i] if cw in f_ws]
         lin, after = self.prefix(lin_seq)
-        g_vals = []
-        for w in gw[g_lo: g_hi + 1]:
-            s = self.st(self.wval(w))
-            if s not in g_vals:
-                g_vals.append(s)
+        g_vals = _elide([self.st(self.wval(w)) for w in gw[g_lo: g_hi + 1]])
         verb = "returns" if self.m.as_register(x).kind == "read" else "expects"
         if held == need or y is None:
             tail = (f"and {_fmt(need)} is never written again" if y is not None
@@ -756,13 +767,16 @@ class _WitnessMaker:
         else:
             why = (f"{self.who(x)} {verb} {_fmt(need)}, but {self.who(gr)} completed "
                    f"before it began, and {self.who(gc)} began after {self.short(y)} "
-                   f"completed; they need {' and '.join(g_vals)}, which would have to "
+                   f"completed; they need {_join(g_vals)}, which would have to "
                    f"come in between, {tail}")
         return Witness(failing_op=x, linearized=lin, states_after=after,
                        states=g_vals, window=window, explanation=why)
 
     # -- linearization of a valid key
-    def linearize(self, fwd: list[int], rmin: list[float]) -> list[Operation]:
+    def linearize(self, fwd: list[int]) -> list[Operation]:
+        """A linearization of a valid key: forward chains laid out greedily
+        and clamped into their zones, each backward chain at one point of its
+        zone outside every forward zone; sorted by (point, chain, place)."""
         sc = self.sc
         heads, ls, rs = self.chains
         fwd_l = [ls[i] for i in fwd]

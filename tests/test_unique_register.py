@@ -3,6 +3,7 @@ with the exact WGL search (and a brute-force oracle) on random histories."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections import Counter
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from checkers import unique_register as ur
 from checkers import wgl
 from checkers.history import Event, Operation, pair
-from checkers.models import get_model
+from checkers.models import CasRegister, get_model
 from checkers.result import INVALID, VALID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -42,6 +43,14 @@ def check(model: str, *events: tuple):
     else:
         assert res.witness is not None and res.witness.explanation
     return res
+
+
+class Generic(CasRegister):
+    """The same semantics through the duck-typed path (keep/as_register calls)."""
+
+
+def generic(model) -> Generic:
+    return Generic(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)})
 
 
 def W(p, v, t="ok"):
@@ -304,6 +313,46 @@ def test_applies():
         ur.check_key(etcd, None, failed)
 
 
+def test_unhashable_values():
+    reg = get_model("register")
+    ops = ops_of(*W(0, 1), (1, "invoke", "read", None), (1, "ok", "read", [1]))
+    assert ur.applies(reg, ops)
+    assert ur.check_key(reg, None, ops).verdict == INVALID == wgl.check_key(reg, None, ops).verdict
+    assert not ur.applies(reg, ops_of(*W(0, [1, 2])))
+
+
+def test_generic_model_path_and_applies_agree():
+    for name in MODELS:
+        m = get_model(name)
+        g = generic(m)
+        f = dict((k, f) for f, k in reversed(m.fs))
+        ops = ops_of((0, "invoke", f["write"], 1), (0, "ok", f["write"], 1),
+                     (1, "invoke", f["read"], None), (1, "ok", f["read"], None),
+                     (2, "invoke", f["write"], 2), (2, "info", f["write"], 2))
+        assert ur.applies(g, ops) == ur.applies(m, ops)
+        assert ur.check_key(g, None, ops).verdict == ur.check_key(m, None, ops).verdict
+
+
+def test_long_cas_chain_with_concurrent_reads():
+    """One chain of 10,000 values; a stale read at the end breaks it, and the
+    witness stays small (building it must not be quadratic in the chain)."""
+    def history(stale: bool) -> list[Operation]:
+        ev: list[tuple] = [*W(0, 1)]
+        for v in range(1, 10_000):
+            ev += [(1, "invoke", "read", None), (0, "invoke", "cas", [v, v + 1]),
+                   (1, "ok", "read", v), (0, "ok", "cas", [v, v + 1])]
+        if stale:
+            ev += [(3, "invoke", "read", None), (3, "ok", "read", 2)]
+        return ops_of(*ev)
+
+    m = get_model("cas-register")
+    ok = ur.check_key(m, None, history(False))
+    assert ok.verdict == VALID and len(ok.linearization) == 19_999
+    bad = ur.check_key(m, None, history(True))
+    assert bad.verdict == INVALID
+    assert bad.witness.failing_op.process == 3 and len(bad.witness.window) < 10
+
+
 def test_generated_history_valid_and_with_stale_read():
     model = get_model("cas-register")
     for seed in range(3):
@@ -313,9 +362,11 @@ def test_generated_history_valid_and_with_stale_read():
         assert res.verdict == VALID
         assert_linearization(model, ops, res.linearization)
         bad = pair(generate(3000, 8, 0.05, seed, stale_read=True))
+        [stale] = [b for a, b in zip(ops, bad) if a.output != b.output]
         res = ur.check_key(model, None, bad)
         assert res.verdict == INVALID, seed
-        assert res.witness.failing_op.f == "read"
+        assert res.witness.failing_op is stale     # the witness blames the stale read
+        assert stale in res.witness.window
     small = pair(generate(60, 3, 0.1, 7))
     assert ur.check_key(model, None, small).verdict == wgl.check_key(model, None, small).verdict
 
@@ -473,6 +524,8 @@ def agree(model_name: str, events: list[Event], counts: Counter) -> None:
         return
     fast = ur.check_key(model, None, ops)
     exact = wgl.check_key(model, None, ops)
+    assert ur.check_key(generic(model), None, ops).verdict == fast.verdict
+    assert fast.ops == exact.ops        # both count the ops the model keeps
     assert fast.verdict == exact.verdict, (fast.verdict, exact.verdict, fast.reason)
     assert fast.verdict == brute_force(model, ops)
     if fast.verdict == VALID:
