@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from checkers import unique_register, wgl
 from checkers.history import History, Operation
@@ -80,10 +80,13 @@ def _run_all(indexes: list[int], jobs: int) -> dict[int, KeyResult]:
     return dict(_run(i) for i in indexes)
 
 
-def check_histories(histories: Sequence[History], *, model: str | None = None,
+def check_histories(histories: Iterable[History], *, model: str | None = None,
                     budget: wgl.Budget | None = None,
                     jobs: int | None = None) -> list[CheckResult]:
     """Check every history; one result per history, in the same order.
+
+    Histories are paired one at a time and not kept: pass a generator of
+    loaded histories and only their operations stay in memory.
 
     ``ValueError`` if a history's ops do not fit the model (an op name the
     model does not know, a malformed cas value).
@@ -93,8 +96,10 @@ def check_histories(histories: Sequence[History], *, model: str | None = None,
     tasks: list[_Task] = []
     models: list[Model] = []
     counts: list[int] = []
+    paths: list[str | None] = []
     for h_idx, history in enumerate(histories):
         ops = history.operations()
+        paths.append(history.path)
         m = model_for(history, ops, model)
         for op in ops:
             m.keep(op)  # surfaces ops the model cannot read before any work
@@ -128,8 +133,8 @@ def check_histories(histories: Sequence[History], *, model: str | None = None,
     finally:
         _TASKS, _MODELS, _BUDGET = [], [], wgl.Budget()
     elapsed = time.monotonic() - t0
-    out = [CheckResult("valid", m.name, c, 0.0, [], h.path)
-           for h, m, c in zip(histories, models, counts)]
+    out = [CheckResult("valid", m.name, c, 0.0, [], h)
+           for h, m, c in zip(paths, models, counts)]
     for i, task in enumerate(tasks):
         out[task.history].keys.append(results[i])
     for r in out:
