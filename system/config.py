@@ -1,0 +1,218 @@
+"""Node configuration: timings, read paths, lease knobs and bug flags (TOML).
+
+Defaults follow elastickv: heartbeat 200 ms, election timeout 2 s, lease =
+election timeout - 300 ms, every read family on the lease path.  A bug flag
+changes the node's behaviour to a known-broken one so the harness can show
+it detects the anomaly; :data:`BUGS` documents each.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+READ_PATHS = ("lease", "read_index", "local")
+READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_item")
+LEASE_CLOCKS = ("monotonic", "wall")
+LEASE_ANCHORS = ("sent", "received")
+
+#: Each bug flag and the anomaly it must produce.
+BUGS: dict[str, str] = {
+    "unchecked-range-reads":
+        "Query, Scan and TransactGetItems skip the freshness check (the behaviour "
+        "before the seed fix): a partitioned leader that has not stepped down serves "
+        "them from local state -> stale Query/Scan reads in the set workload.",
+    "read-ts-before-check":
+        "the read timestamp is sampled before the freshness check, so a read that "
+        "waits on ReadIndex still reads the snapshot of before the wait -> stale "
+        "reads of writes committed during the check.",
+    "long-lease":
+        "the lease lasts twice the election timeout, so an isolated leader keeps "
+        "serving lease reads after a new leader has been elected and committed "
+        "writes -> stale reads under partition-leader.",
+    "wall-clock-lease":
+        "the lease is measured on the wall clock, so a leader whose wall clock is "
+        "set back while cut off believes its lease still holds -> stale reads "
+        "under partition-leader + clock-bump.",
+    "no-check-quorum":
+        "CheckQuorum off: a partitioned leader never steps down on its own; with "
+        "local reads it serves stale data indefinitely, and clients bound to it "
+        "see no error.",
+    "ack-before-fsync":
+        "writes are acknowledged before they are durable (log records buffered in "
+        "memory, flushed later), so kill -9 of a majority loses acknowledged "
+        "writes -> lost updates / lost set items.",
+    "no-noop-read":
+        "a new leader serves ReadIndex reads before it has committed an entry of "
+        "its own term, so its commit index may lag the old leader's -> stale reads "
+        "right after an election.",
+    "lease-survives-transfer":
+        "a leader that handed leadership over with TimeoutNow keeps its lease and "
+        "serves lease reads while the target already accepts writes -> stale reads "
+        "under leader-churn.",
+    "stale-follower-reads":
+        "followers answer reads from their own applied state instead of forwarding "
+        "them to the leader -> stale reads from lagging followers.",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used, naming the key and allowed values."""
+
+
+@dataclass(frozen=True)
+class RaftTimings:
+    tick_ms: int = 10
+    heartbeat_ms: int = 200
+    election_timeout_ms: int = 2000
+    pre_vote: bool = True
+    check_quorum: bool = True
+    snapshot_threshold: int = 10_000
+    max_append_entries: int = 256
+
+
+@dataclass(frozen=True)
+class LeaseConfig:
+    #: None: election timeout - 300 ms (elastickv); <= 0 turns leases off.
+    duration_ms: int | None = None
+    clock: str = "monotonic"
+    anchor: str = "sent"
+    #: assumed bound on clock drift: the lease is shortened by this fraction.
+    drift_bound: float = 0.0
+    check_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class ReadPaths:
+    get_item: str = "lease"
+    query: str = "lease"
+    scan: str = "lease"
+    transact_get_items: str = "lease"
+    batch_get_item: str = "lease"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    raft: RaftTimings = field(default_factory=RaftTimings)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
+    reads: ReadPaths = field(default_factory=ReadPaths)
+    bugs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in self.bugs:
+            if name not in BUGS:
+                raise ConfigError(f"bugs: unknown bug flag {name!r}; "
+                                  f"choose from {', '.join(BUGS)}")
+        for fam in READ_FAMILIES:
+            if getattr(self.reads, fam) not in READ_PATHS:
+                raise ConfigError(f"reads.{fam}: {getattr(self.reads, fam)!r} is not one "
+                                  f"of {', '.join(READ_PATHS)}")
+        if self.lease.clock not in LEASE_CLOCKS:
+            raise ConfigError(f"lease.clock: {self.lease.clock!r} is not one of "
+                              f"{', '.join(LEASE_CLOCKS)}")
+        if self.lease.anchor not in LEASE_ANCHORS:
+            raise ConfigError(f"lease.anchor: {self.lease.anchor!r} is not one of "
+                              f"{', '.join(LEASE_ANCHORS)}")
+        if not 0 <= self.lease.drift_bound < 1:
+            raise ConfigError(f"lease.drift_bound: {self.lease.drift_bound} must be in [0, 1)")
+        r = self.raft
+        if not 0 < r.tick_ms <= r.heartbeat_ms < r.election_timeout_ms:
+            raise ConfigError("raft: need 0 < tick_ms <= heartbeat_ms < election_timeout_ms")
+
+    def has(self, bug: str) -> bool:
+        return bug in self.bugs
+
+    @property
+    def lease_duration_ms(self) -> float:
+        """The lease the read path uses, bug flags applied."""
+        if self.has("long-lease"):
+            return 2.0 * self.raft.election_timeout_ms
+        d = self.lease.duration_ms
+        base = self.raft.election_timeout_ms - 300 if d is None else d
+        return base * (1.0 - self.lease.drift_bound)
+
+    @property
+    def lease_clock(self) -> str:
+        return "wall" if self.has("wall-clock-lease") else self.lease.clock
+
+    @property
+    def check_quorum(self) -> bool:
+        return self.raft.check_quorum and not self.has("no-check-quorum")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bugs"] = list(self.bugs)
+        return d
+
+
+_SECTIONS = {"raft": RaftTimings, "lease": LeaseConfig, "reads": ReadPaths}
+
+
+def from_dict(data: dict[str, Any]) -> NodeConfig:
+    """Build a config from plain data; unknown keys are errors, not ignored."""
+    kw: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "bugs":
+            if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+                raise ConfigError("bugs: expected a list of bug flag names")
+            kw["bugs"] = tuple(value)
+            continue
+        cls = _SECTIONS.get(key)
+        if cls is None:
+            raise ConfigError(f"unknown section {key!r}; expected "
+                              f"{', '.join([*_SECTIONS, 'bugs'])}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        known = {f.name: f for f in fields(cls)}
+        for k, v in value.items():
+            if k not in known:
+                raise ConfigError(f"{key}.{k}: unknown key; expected one of "
+                                  f"{', '.join(known)}")
+            default = getattr(cls(), k)
+            if default is not None and v is not None and not _same_kind(default, v):
+                raise ConfigError(f"{key}.{k}: expected {type(default).__name__}, "
+                                  f"got {v!r}")
+        kw[key] = replace(cls(), **value)
+    return NodeConfig(**kw)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def load(path: str) -> NodeConfig:
+    with open(path, "rb") as fh:
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def to_toml(cfg: NodeConfig) -> str:
+    """The config as TOML (for writing a node's config file)."""
+    lines = [f"bugs = [{', '.join(repr(b) for b in cfg.bugs)}]".replace("'", '"')]
+    for name, section in (("raft", cfg.raft), ("lease", cfg.lease), ("reads", cfg.reads)):
+        lines.append(f"\n[{name}]")
+        for f in fields(section):
+            v = getattr(section, f.name)
+            if v is None:
+                continue
+            lines.append(f"{f.name} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
