@@ -67,7 +67,105 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default: one per core)")
     c.add_argument("--html", metavar="OUT", help="write an HTML timeline of the results")
     c.set_defaults(func=cmd_check)
+
+    cl = sub.add_parser("cluster", help="start, inspect and stop local store clusters")
+    csub = cl.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    up = csub.add_parser("up", help="start N local nodes in the background")
+    up.add_argument("--nodes", type=_count, default=3, metavar="N")
+    up.add_argument("--dir", required=True, help="cluster directory (cluster.json, logs, data)")
+    up.add_argument("--config", metavar="TOML", help="node configuration file")
+    up.add_argument("--bug", action="append", default=[], choices=BUG_FLAGS,
+                    help="switch on a bug flag of the reference store (repeat)")
+    up.add_argument("--seed", type=int, help="seed for the nodes' election timers")
+    up.set_defaults(func=cmd_cluster_up)
+    for name, func, helptext in (("status", cmd_cluster_status, "show each node's status"),
+                                 ("down", cmd_cluster_down, "stop the cluster's nodes")):
+        sp = csub.add_parser(name, help=helptext)
+        sp.add_argument("--dir", required=True)
+        sp.set_defaults(func=func)
+
+    nd = sub.add_parser("node", help="run one store node in the foreground",
+                        add_help=False)
+    nd.add_argument("args", nargs=argparse.REMAINDER)
+    nd.set_defaults(func=cmd_node)
     return p
+
+
+#: The reference store's bug flags (system/config.py documents each anomaly).
+BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
+             "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
+             "lease-survives-transfer", "stale-follower-reads")
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from harness.cluster import LocalCluster
+
+    config: dict = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as fh:
+                config = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            print(f"faultline cluster up: --config: {e}", file=sys.stderr)
+            return EX_DATAERR
+    if args.bug:
+        config["bugs"] = sorted(set(config.get("bugs", [])) | set(args.bug))
+    cluster = LocalCluster(args.dir, args.nodes, config)
+    try:
+        cluster.start(seed=args.seed)
+    except (RuntimeError, TimeoutError) as e:
+        print(f"faultline cluster up: {e}", file=sys.stderr)
+        return 1
+    for n in cluster.nodes:
+        print(f"{n.id}  api http://{n.api}  admin http://{n.admin}  pid {n.pid}")
+    print(f"leader {cluster.leader()}; cluster.json in {cluster.dir}")
+    return 0
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from harness.cluster import ClusterInfo, admin_get
+
+    try:
+        info = ClusterInfo.load(args.dir)
+    except FileNotFoundError as e:
+        print(f"faultline cluster status: {e}", file=sys.stderr)
+        return EX_DATAERR
+    for n in info.nodes:
+        try:
+            st = admin_get(n)
+        except (OSError, ValueError):
+            print(f"{n.id}  down (pid {n.pid})")
+            continue
+        lease = st["lease"]
+        print(f"{n.id}  {st['role']:<13} term {st['term']:<4} leader {st['leader']}  "
+              f"commit {st['commit']} applied {st['applied']}  lease "
+              f"{'valid' if lease['valid'] else '-'} hits {lease['hits']} "
+              f"misses {lease['misses']}")
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    from harness.cluster import ClusterInfo, stop_pids
+
+    try:
+        info = ClusterInfo.load(args.dir)
+    except FileNotFoundError as e:
+        print(f"faultline cluster down: {e}", file=sys.stderr)
+        return EX_DATAERR
+    stop_pids([n.pid for n in info.nodes if n.pid])
+    for n in info.nodes:
+        n.pid = None
+    info.save()
+    print(f"stopped {len(info.nodes)} nodes of {info.dir}")
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from system.node import main as node_main
+
+    return node_main(args.args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

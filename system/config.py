@@ -69,6 +69,8 @@ class RaftTimings:
     pre_vote: bool = True
     check_quorum: bool = True
     snapshot_threshold: int = 10_000
+    #: entries kept behind a snapshot for followers that lag a little
+    compaction_margin: int = 1_000
     max_append_entries: int = 256
 
 

@@ -1,0 +1,178 @@
+"""Store benchmark: prints figures, asserts nothing.
+
+    python bench/store.py [--seconds 5] [--procs 4] [--conns 8]
+
+Starts a 3-node cluster (no faults) per read path and loads it from separate
+processes, in two ways: a raw HTTP load generator (``http.client`` with
+keep-alive, many connections per process: what the store itself can do) and
+boto3 clients (what the harness will see).  Reports acknowledged ops/s and
+p50/p99 latency for PutItem, GetItem (per read path), Query, and a 50/50
+Put/Get mix.  Requests go to the leader, as the harness's clients bound to
+it would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.cluster import LocalCluster  # noqa: E402
+
+TABLE = "bench"
+KEYS = 1000
+
+
+def _body(op: str, i: int) -> tuple[str, bytes]:
+    key = {"pk": {"S": f"k{i % KEYS}"}}
+    if op == "put":
+        req = {"TableName": TABLE, "Item": {**key, "v": {"N": str(i)}}}
+        return "PutItem", json.dumps(req).encode()
+    if op == "get":
+        return "GetItem", json.dumps({"TableName": TABLE, "Key": key}).encode()
+    req = {"TableName": TABLE, "KeyConditionExpression": "pk = :p",
+           "ExpressionAttributeValues": {":p": key["pk"]}}
+    return "Query", json.dumps(req).encode()
+
+
+def _raw_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[float]]:
+    """One process with ``conns`` threads, each with one keep-alive connection."""
+    import threading
+
+    endpoint, op, seconds, conns, seed = args
+    host, port = endpoint.rsplit(":", 1)
+    lat: list[float] = []
+    counts = [0, 0]
+    deadline = time.monotonic() + seconds
+
+    def loop(t: int) -> None:
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        i = (seed * conns + t) * 1_000_003
+        while time.monotonic() < deadline:
+            kind = op if op != "mix" else ("put" if i % 2 else "get")
+            target, body = _body(kind, i)
+            t0 = time.perf_counter()
+            try:
+                c.request("POST", "/", body, {"X-Amz-Target": f"DynamoDB_20120810.{target}",
+                                              "Content-Type": "application/x-amz-json-1.0"})
+                r = c.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                c = http.client.HTTPConnection(host, int(port), timeout=10)
+            if ok:
+                lat.append(time.perf_counter() - t0)
+            counts[0 if ok else 1] += 1
+            i += 1
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in range(conns)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return counts[0], counts[1], lat
+
+
+def _boto_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[float]]:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    endpoint, op, seconds, _, seed = args
+    db = boto3.client("dynamodb", endpoint_url=f"http://{endpoint}", region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="x",
+                      config=Config(retries={"total_max_attempts": 1}))
+    lat: list[float] = []
+    ok = errs = 0
+    i = seed * 1_000_003
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        kind = op if op != "mix" else ("put" if i % 2 else "get")
+        key = {"pk": {"S": f"k{i % KEYS}"}}
+        t0 = time.perf_counter()
+        try:
+            if kind == "put":
+                db.put_item(TableName=TABLE, Item={**key, "v": {"N": str(i)}})
+            elif kind == "get":
+                db.get_item(TableName=TABLE, Key=key)
+            else:
+                db.query(TableName=TABLE, KeyConditionExpression="pk = :p",
+                         ExpressionAttributeValues={":p": key["pk"]})
+            ok += 1
+            lat.append(time.perf_counter() - t0)
+        except (BotoCoreError, ClientError):
+            errs += 1
+        i += 1
+    return ok, errs, lat
+
+
+def run(endpoint: str, op: str, seconds: float, procs: int, conns: int, boto: bool) -> str:
+    worker = _boto_worker if boto else _raw_worker
+    with mp.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(worker, [(endpoint, op, seconds, conns, s) for s in range(procs)])
+    ok = sum(p[0] for p in parts)
+    errs = sum(p[1] for p in parts)
+    lat = sorted(x for p in parts for x in p[2])
+    if not lat:
+        return f"{ok / seconds:8.0f} ops/s  (no successful op; {errs} errors)"
+    p50 = statistics.median(lat) * 1000
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    return f"{ok / seconds:8.0f} ops/s  p50 {p50:6.2f} ms  p99 {p99:7.2f} ms  errors {errs}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--procs", type=int, default=4, help="load processes")
+    ap.add_argument("--conns", type=int, default=8, help="connections per raw process")
+    ap.add_argument("--paths", default="lease,read_index,local")
+    args = ap.parse_args()
+    for path in args.paths.split(","):
+        reads = {f: path for f in ("get_item", "query", "scan", "transact_get_items",
+                                   "batch_get_item")}
+        with tempfile.TemporaryDirectory() as tmp:
+            cluster = LocalCluster(tmp, 3, {"reads": reads})
+            cluster.start(seed=1)
+            try:
+                leader = cluster.node(cluster.wait_for_leader())
+                _setup(leader.api)
+                print(f"read path {path}: 3 nodes, leader {leader.id}, "
+                      f"{args.procs} load processes, {args.seconds:g} s each")
+                ops = ["put", "get", "query", "mix"] if path == "lease" else ["get"]
+                for op in ops:
+                    raw = run(leader.api, op, args.seconds, args.procs, args.conns, False)
+                    print(f"  raw   {op:<6} {raw}")
+                for op in ops:
+                    bo = run(leader.api, op, args.seconds, args.procs, 1, True)
+                    print(f"  boto3 {op:<6} {bo}")
+            finally:
+                cluster.stop()
+
+
+def _setup(endpoint: str) -> None:
+    host, port = endpoint.rsplit(":", 1)
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    req = {"TableName": TABLE, "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+           "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+           "BillingMode": "PAY_PER_REQUEST"}
+    c.request("POST", "/", json.dumps(req).encode(),
+              {"X-Amz-Target": "DynamoDB_20120810.CreateTable"})
+    c.getresponse().read()
+    for i in range(KEYS):
+        target, body = _body("put", i)
+        c.request("POST", "/", body, {"X-Amz-Target": f"DynamoDB_20120810.{target}"})
+        c.getresponse().read()
+
+
+if __name__ == "__main__":
+    main()

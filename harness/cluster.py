@@ -1,0 +1,278 @@
+"""Local clusters of reference-store nodes: start, inspect, stop.
+
+The harness reaches the store only through the processes it starts
+(``python -m system.node``) and their network APIs, never in-process, so the
+same code can drive stores we did not write.  ``cluster.json`` in the
+cluster's directory records what was started, so ``status`` and ``down`` work
+from another process, and two clusters in two directories never collide
+(every port is a fresh one from the kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    api: str
+    admin: str
+    raft: str
+    data: str
+    log: str
+    config: str
+    pid: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.api}"
+
+
+@dataclass
+class ClusterInfo:
+    dir: str
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.dir) / "cluster.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> "ClusterInfo":
+        path = Path(directory) / "cluster.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no cluster here (run `faultline cluster up`)") from None
+        return cls(data["dir"], [NodeInfo(**n) for n in data["nodes"]])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports the kernel just handed out (all held until all are known)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Plain data (scalars, lists of scalars, one level of tables) as TOML."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    top = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items()
+                                        if vv is not None)
+              for k, v in data.items() if isinstance(v, dict)]
+    return "\n".join(top + tables) + "\n"
+
+
+def admin_get(node: NodeInfo, path: str = "/status", timeout: float = 2.0) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{node.admin}{path}", timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def admin_post(node: NodeInfo, path: str, body: dict[str, Any],
+               timeout: float = 2.0) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://{node.admin}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return {"error": e.read().decode(errors="replace"), "status": e.code}
+
+
+class LocalCluster:
+    """N nodes as local processes on loopback, with direct peer links.
+
+    ``config`` is the node configuration as plain data (sections ``raft``,
+    ``lease``, ``reads`` and a ``bugs`` list), written to each node's TOML.
+    ``links`` maps (from, to) to the address ``from`` dials for ``to``; the
+    default is ``to``'s own address (the local backend passes proxies).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], n: int,
+                 config: dict[str, Any] | None = None, host: str = "127.0.0.1") -> None:
+        self.dir = Path(directory).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config or {}
+        ports = free_ports(3 * n, host)
+        ids = [f"n{i + 1}" for i in range(n)]
+        self.info = ClusterInfo(str(self.dir), [
+            NodeInfo(id=nid, api=f"{host}:{ports[3 * i]}", admin=f"{host}:{ports[3 * i + 1]}",
+                     raft=f"{host}:{ports[3 * i + 2]}", data=str(self.dir / nid / "data"),
+                     log=str(self.dir / f"{nid}.log"), config=str(self.dir / f"{nid}.toml"))
+            for i, nid in enumerate(ids)])
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        return self.info.nodes
+
+    def node(self, node_id: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"no node {node_id!r} in this cluster")
+
+    def command(self, node: NodeInfo, links: dict[tuple[str, str], tuple[str, str]] | None = None,
+                seed: int | None = None) -> list[str]:
+        cmd = [sys.executable, "-m", "system.node", "--id", node.id, "--raft", node.raft,
+               "--api", node.api, "--admin", node.admin, "--data", node.data,
+               "--config", node.config]
+        for other in self.nodes:
+            if other.id == node.id:
+                continue
+            raft, api = (links or {}).get((node.id, other.id), (other.raft, other.api))
+            cmd += ["--peer", f"{other.id}={raft}/{api}"]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        return cmd
+
+    def start_node(self, node: NodeInfo, links: dict[tuple[str, str], tuple[str, str]] | None = None,
+                   seed: int | None = None) -> None:
+        Path(node.data).mkdir(parents=True, exist_ok=True)
+        Path(node.config).write_text(to_toml(self.config))
+        logf = open(node.log, "ab")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        proc = subprocess.Popen(self.command(node, links, seed), stdout=logf, stderr=logf,
+                                stdin=subprocess.DEVNULL, cwd=str(ROOT), env=env,
+                                start_new_session=True)
+        logf.close()
+        self.procs[node.id] = proc
+        node.pid = proc.pid
+        self.info.save()
+
+    def start(self, links: dict[tuple[str, str], tuple[str, str]] | None = None,
+              seed: int | None = None, timeout: float = 30.0) -> None:
+        """Start every node and wait for a leader; on failure, stop them all."""
+        try:
+            for i, node in enumerate(self.nodes):
+                self.start_node(node, links, None if seed is None else seed + i)
+            self.wait_for_leader(timeout, check_exits=True)
+        except BaseException:
+            self.stop()
+            raise
+
+    def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
+        out: dict[str, dict[str, Any] | None] = {}
+        for node in self.nodes:
+            try:
+                out[node.id] = admin_get(node, timeout=timeout)
+            except (OSError, ValueError):
+                out[node.id] = None
+        return out
+
+    def leader(self) -> str | None:
+        """The node that says it leads in the highest term, if any."""
+        best = None
+        for nid, st in self.statuses().items():
+            if st and st["role"] == "leader" and (best is None or st["term"] > best[1]):
+                best = (nid, st["term"])
+        return best[0] if best else None
+
+    def wait_for_leader(self, timeout: float = 30.0, check_exits: bool = False) -> str:
+        """The leader's id, once there is one; with ``check_exits`` (while
+        starting) a node that exits is an error rather than a fault."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for nid, proc in self.procs.items() if check_exits else ():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"node {nid} exited with {proc.returncode}; "
+                                       f"see {self.node(nid).log}:\n{_tail(self.node(nid).log)}")
+            leader = self.leader()
+            if leader:
+                return leader
+            time.sleep(0.1)
+        raise TimeoutError(f"no leader within {timeout:g} s; logs in {self.dir}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        stop_pids([n.pid for n in self.nodes if n.pid], timeout)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+        for n in self.nodes:
+            n.pid = None
+        self.info.save()
+
+
+def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
+    """SIGCONT (a paused node cannot exit), SIGTERM, then SIGKILL after ``timeout``."""
+    live = []
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+        else:
+            live.append(pid)
+    deadline = time.monotonic() + timeout
+    while live and time.monotonic() < deadline:
+        live = [p for p in live if _alive(p)]
+        time.sleep(0.05)
+    for pid in live:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of someone else's counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,213 @@
+"""A real 3-node cluster on loopback, driven by boto3 unmodified."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from harness.cluster import LocalCluster, admin_get, admin_post
+
+pytestmark = pytest.mark.cluster
+
+FAST = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 600,
+                 "snapshot_threshold": 300, "compaction_margin": 50}}
+
+
+def client(node, timeout: float = 5.0):
+    return boto3.client(
+        "dynamodb", endpoint_url=node.endpoint, region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=2,
+                      read_timeout=timeout))
+
+
+def retry(fn, timeout: float = 15.0):
+    """Call ``fn`` until it stops raising (elections take a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (ClientError, OSError, Exception) as e:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+            last = e
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, FAST)
+    c.start(seed=7)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def table(cluster):
+    db = client(cluster.nodes[0])
+    db.create_table(TableName="items",
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                               {"AttributeName": "sk", "KeyType": "RANGE"}],
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                          {"AttributeName": "sk", "AttributeType": "N"}],
+                    BillingMode="PAY_PER_REQUEST")
+    return "items"
+
+
+def test_every_node_answers_and_forwards(cluster, table):
+    for i, node in enumerate(cluster.nodes):
+        db = client(node)
+        db.put_item(TableName=table, Item={"pk": {"S": "fwd"}, "sk": {"N": str(i)},
+                                           "v": {"S": node.id}})
+    got = client(cluster.nodes[2]).query(
+        TableName=table, KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "fwd"}})
+    assert [it["v"]["S"] for it in got["Items"]] == ["n1", "n2", "n3"]
+    assert "items" in client(cluster.nodes[1]).list_tables()["TableNames"]
+
+
+def test_conditions_updates_and_transactions(cluster, table):
+    db = client(cluster.nodes[1])
+    key = {"pk": {"S": "c"}, "sk": {"N": "1"}}
+    db.put_item(TableName=table, Item={**key, "n": {"N": "1"}},
+                ConditionExpression="attribute_not_exists(pk)")
+    with pytest.raises(ClientError) as e:
+        db.put_item(TableName=table, Item={**key, "n": {"N": "9"}},
+                    ConditionExpression="attribute_not_exists(pk)")
+    assert e.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    out = db.update_item(TableName=table, Key=key, UpdateExpression="SET n = n + :one",
+                         ConditionExpression="n = :cur",
+                         ExpressionAttributeValues={":one": {"N": "1"}, ":cur": {"N": "1"}},
+                         ReturnValues="ALL_NEW")
+    assert out["Attributes"]["n"] == {"N": "2"}
+    with pytest.raises(ClientError) as e:
+        db.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table, "Item": {"pk": {"S": "t"}, "sk": {"N": "1"}}}},
+            {"ConditionCheck": {"TableName": table, "Key": key,
+                                "ConditionExpression": "n = :x",
+                                "ExpressionAttributeValues": {":x": {"N": "5"}}}}])
+    err = e.value.response
+    assert err["Error"]["Code"] == "TransactionCanceledException"
+    assert [r["Code"] for r in err["CancellationReasons"]] == ["None", "ConditionalCheckFailed"]
+    assert "Item" not in db.get_item(TableName=table, Key={"pk": {"S": "t"}, "sk": {"N": "1"}},
+                                     ConsistentRead=True)
+    got = db.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key}}])
+    assert got["Responses"][0]["Item"]["n"] == {"N": "2"}
+
+
+def test_admin_status_and_clock(cluster):
+    leader = cluster.node(cluster.wait_for_leader())
+    st = admin_get(leader)
+    assert st["role"] == "leader" and st["lease"]["clock"] == "monotonic"
+    assert st["lease"]["duration_ms"] == 300.0  # election timeout - 300 ms
+    out = admin_post(cluster.nodes[0], "/clock", {"bump": -5})
+    assert abs(out["offset"] + 5) < 1e-6
+    out = admin_post(cluster.nodes[0], "/clock", {"reset": True})
+    assert out["offset"] == 0
+    bad = admin_post(cluster.nodes[0], "/clock", {"rate": "fast"})
+    assert bad["status"] == 400
+
+
+def test_malformed_requests_get_errors_and_node_keeps_serving(cluster, table):
+    node = cluster.node(cluster.wait_for_leader())
+    host, port = node.api.split(":")
+
+    def raw(body: bytes, target: str = "DynamoDB_20120810.PutItem") -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://{node.api}/", data=body, method="POST",
+                                     headers={"X-Amz-Target": target,
+                                              "Content-Type": "application/x-amz-json-1.0"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = raw(b"{not json")
+    assert status == 400 and "SerializationException" in body["__type"]
+    status, body = raw(b"{}", "DynamoDB_20120810.Frobnicate")
+    assert status == 400 and "UnknownOperationException" in body["__type"]
+    status, body = raw(json.dumps({"TableName": table, "Item": {"pk": {"S": 1}}}).encode())
+    assert status == 400
+    # half a request, then a closed socket
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+    db = client(node)
+    db.put_item(TableName=table, Item={"pk": {"S": "alive"}, "sk": {"N": "1"}})
+    assert "Item" in db.get_item(TableName=table, Key={"pk": {"S": "alive"}, "sk": {"N": "1"}})
+
+
+def test_leader_kill_reelection_no_acknowledged_write_lost(cluster, table):
+    leader_id = cluster.wait_for_leader()
+    survivors = [n for n in cluster.nodes if n.id != leader_id]
+    acked = []
+    db = client(survivors[0])
+    for i in range(20):
+        db.put_item(TableName=table, Item={"pk": {"S": "k"}, "sk": {"N": str(i)}})
+        acked.append(i)
+    os.kill(cluster.node(leader_id).pid, signal.SIGKILL)
+    for i in range(20, 40):
+        retry(lambda i=i: db.put_item(TableName=table,
+                                      Item={"pk": {"S": "k"}, "sk": {"N": str(i)}}))
+        acked.append(i)
+    new_leader = cluster.wait_for_leader()
+    assert new_leader != leader_id
+    items = retry(lambda: client(survivors[1]).query(
+        TableName=table, KeyConditionExpression="pk = :p",
+        ExpressionAttributeValues={":p": {"S": "k"}}, ConsistentRead=True)["Items"])
+    assert sorted(int(it["sk"]["N"]) for it in items) == acked
+    # the killed node restarts from its data directory and catches up
+    cluster.start_node(cluster.node(leader_id))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = cluster.statuses()
+        if st[leader_id] and st[leader_id]["applied"] >= st[new_leader]["commit"]:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"restarted node did not catch up: {cluster.statuses()}")
+
+
+def test_lagging_node_catches_up_by_snapshot(cluster, table):
+    leader_id = cluster.wait_for_leader()
+    lagger = next(n for n in cluster.nodes if n.id != leader_id)
+    os.kill(lagger.pid, signal.SIGSTOP)
+    try:
+        db = client(cluster.node(leader_id))
+        items = [{"PutRequest": {"Item": {"pk": {"S": "bulk"}, "sk": {"N": str(i)}}}}
+                 for i in range(25)]
+        for _ in range(15):  # one log entry per batch
+            db.batch_write_item(RequestItems={table: items})
+        for i in range(400):  # past the snapshot threshold and its margin
+            db.put_item(TableName=table, Item={"pk": {"S": "snap"}, "sk": {"N": str(i)}})
+    finally:
+        os.kill(lagger.pid, signal.SIGCONT)
+    leader_st = admin_get(cluster.node(leader_id))
+    assert leader_st["storage"]["first_index"] > 1, leader_st["storage"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = admin_get(lagger)
+        if st["applied"] >= leader_st["commit"]:
+            break
+        time.sleep(0.2)
+    assert st["applied"] >= leader_st["commit"]
+    assert st["storage"]["snapshot_index"] > 0
+
+
+def test_full_cluster_restart_from_disk(cluster, table):
+    db = client(cluster.nodes[0])
+    retry(lambda: db.put_item(TableName=table,
+                              Item={"pk": {"S": "durable"}, "sk": {"N": "1"}}))
+    cluster.stop()
+    cluster.start(seed=11)
+    got = retry(lambda: client(cluster.nodes[2]).get_item(
+        TableName=table, Key={"pk": {"S": "durable"}, "sk": {"N": "1"}}, ConsistentRead=True))
+    assert got["Item"]["pk"] == {"S": "durable"}
