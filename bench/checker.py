@@ -6,15 +6,15 @@
 Part 1 checks every history of ../shared/data/porcupine (one process, keys in
 parallel as `faultline check` does) and prints per-file and total wall time
 with the verdicts against verdicts.tsv.  Part 2 generates a unique-value
-register history (50 processes, 5% indeterminate ops), writes it as JSONL,
-and times reading, pairing and checking it, with peak memory.
+register history (50 processes, 5% indeterminate ops) as JSONL and times
+``faultline check`` on it in a fresh process, with its peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from checkers import importers  # noqa: E402
 from checkers.check import check_histories  # noqa: E402
-from checkers.history import write_jsonl  # noqa: E402
 
 WORDS = {"valid": "linearizable", "invalid": "not-linearizable"}
 
@@ -53,30 +52,27 @@ def porcupine(data: Path, jobs: int | None) -> None:
           f"load+check {total:.2f} s wall, {wrong} verdicts differ from verdicts.tsv")
 
 
-def generated(n_ops: int, processes: int, info: float, seed: int) -> None:
-    from gen_register import generate
-
-    t0 = time.monotonic()
-    events = generate(n_ops, processes, info, seed)
-    t_gen = time.monotonic() - t0
+def generated(n_ops: int, processes: int, info: float, seed: int, stale: bool) -> None:
+    """Time `faultline check` itself, in a fresh process, on a generated history."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "history.jsonl")
-        write_jsonl(path, events)
-        del events
-        rss0 = _maxrss_mib()
+        gen = [sys.executable, str(ROOT / "bench" / "gen_register.py"), "--ops", str(n_ops),
+               "--processes", str(processes), "--info", str(info), "--seed", str(seed),
+               "--out", path] + (["--stale-read"] if stale else [])
+        print(subprocess.run(gen, check=True, capture_output=True, text=True).stdout.strip())
+        out = os.path.join(tmp, "out.txt")
         t0 = time.monotonic()
-        # a generator: the events are freed once paired, as in `faultline check`
-        [r] = check_histories(importers.load(p) for p in [path])
-        t_all = time.monotonic() - t0
-    print(f"generated register history: {n_ops:,} ops, {processes} processes, "
-          f"{info:.0%} indeterminate, seed {seed} (generated in {t_gen:.1f} s)")
-    print(f"  read+validate JSONL, pair and check: {t_all:.1f} s; verdict {r.verdict} via "
-          f"{r.keys[0].algorithm if r.keys else '-'}")
-    print(f"  peak RSS {_maxrss_mib():.0f} MiB (before loading: {rss0:.0f} MiB)")
-
-
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open(out, "w") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "check", path],
+                                    stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+            # wait4: the peak memory of this child alone, not of the generator
+            _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        text = open(out).read()
+    line = text.splitlines()[0] if text else ""
+    print(f"  faultline check: {wall:.1f} s wall, peak RSS {usage.ru_maxrss / 1024:.0f} MiB, "
+          f"exit {os.waitstatus_to_exitcode(status)}")
+    print(f"  {line}")
 
 
 def main() -> None:
@@ -86,6 +82,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=50)
     ap.add_argument("--info", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stale-read", action="store_true",
+                    help="inject one stale read into the generated history")
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--skip-porcupine", action="store_true")
     ap.add_argument("--skip-generated", action="store_true")
@@ -97,7 +95,7 @@ def main() -> None:
         else:
             print(f"porcupine set: {args.data} not found, skipped")
     if not args.skip_generated:
-        generated(args.ops, args.processes, args.info, args.seed)
+        generated(args.ops, args.processes, args.info, args.seed, args.stale_read)
 
 
 if __name__ == "__main__":

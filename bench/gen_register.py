@@ -1,7 +1,7 @@
 """Generate realistic unique-value register histories, and measure the fast path.
 
-    python bench/gen_register.py                      # 1,000,000 ops, 50 processes, 5% info
-    python bench/gen_register.py --ops 200000 --stale-read
+    python bench/gen_register.py --out h.jsonl        # 1,000,000 ops, 50 processes, 5% info
+    python bench/gen_register.py --ops 200000 --stale-read --out h.jsonl
 
 :func:`generate` simulates a linearizable register under concurrency: every
 op gets an interval (a random latency) and takes effect at a random point in
@@ -16,21 +16,16 @@ to return a value that was overwritten before the read began (by a write
 that itself began after that value's write completed), which makes the
 history not linearizable.
 
-Run as a script it times ``pair()`` and ``unique_register.check_key`` on a
-generated history in a fresh process that only holds the events (read back
-from JSONL), and prints wall time and peak memory.
+Run as a script it writes the history as JSONL; ``bench/checker.py`` times
+``faultline check`` on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
-import resource
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -202,49 +197,6 @@ def _inject_stale_read(rng: random.Random, kind: bytearray, typ: list, out: list
 
 # ------------------------------------------------------------------ measuring
 
-def _maxrss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _measure(path: str, model_name: str) -> None:
-    """In a fresh process: read the events, then time pair() + check_key."""
-    import gc
-    import tracemalloc
-
-    from checkers import unique_register
-    from checkers.history import pair, read_jsonl
-    from checkers.models import get_model
-
-    events = read_jsonl(path)
-    gc.collect()
-    rss0 = _maxrss_mib()
-    model = get_model(model_name)
-    t0 = time.perf_counter()
-    ops = pair(events)
-    t1 = time.perf_counter()
-    ok = unique_register.applies(model, ops)
-    t2 = time.perf_counter()
-    res = unique_register.check_key(model, None, ops)
-    t3 = time.perf_counter()
-    rss1 = _maxrss_mib()
-    print(f"  {len(ops):,} ops: pair {t1 - t0:.2f} s, applies {t2 - t1:.2f} s, "
-          f"check_key {t3 - t2:.2f} s; pair+check_key {t1 - t0 + t3 - t2:.2f} s "
-          f"(+applies {t3 - t0:.2f} s); verdict {res.verdict} (applies={ok})")
-    if res.witness is not None:
-        print(f"  witness: {res.witness.explanation}")
-    print(f"  peak RSS {rss1:.0f} MiB (events loaded: {rss0:.0f} MiB; "
-          f"pair+check added {rss1 - rss0:.0f} MiB)")
-    del res, ops
-    gc.collect()
-    tracemalloc.start()
-    ops = pair(events)
-    unique_register.check_key(model, None, ops)
-    cur, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"  tracemalloc: pair+check_key peak {peak / 2**20:.0f} MiB above the events "
-          f"(ops kept: {cur / 2**20:.0f} MiB)")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=1_000_000)
@@ -252,27 +204,18 @@ def main() -> None:
     ap.add_argument("--info", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stale-read", action="store_true")
-    ap.add_argument("--model", default="cas-register")
-    ap.add_argument("--measure", metavar="JSONL", help=argparse.SUPPRESS)
+    ap.add_argument("--out", required=True, help="JSONL file to write")
     args = ap.parse_args()
-    if args.measure:
-        _measure(args.measure, args.model)
-        return
     from checkers.history import write_jsonl
 
     t0 = time.perf_counter()
     events = generate(args.ops, args.processes, args.info, args.seed,
                       stale_read=args.stale_read)
-    t_gen = time.perf_counter() - t0
+    write_jsonl(args.out, events)
     print(f"generated {args.ops:,} ops ({len(events):,} events), {args.processes} processes, "
           f"{args.info:.0%} indeterminate, seed {args.seed}"
-          f"{', one stale read' if args.stale_read else ''}: {t_gen:.1f} s")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "history.jsonl")
-        write_jsonl(path, events)
-        del events
-        subprocess.run([sys.executable, __file__, "--measure", path, "--model", args.model],
-                       check=True)
+          f"{', one stale read' if args.stale_read else ''}: {time.perf_counter() - t0:.1f} s "
+          f"-> {args.out}")
 
 
 if __name__ == "__main__":

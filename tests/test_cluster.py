@@ -211,3 +211,78 @@ def test_full_cluster_restart_from_disk(cluster, table):
     got = retry(lambda: client(cluster.nodes[2]).get_item(
         TableName=table, Key={"pk": {"S": "durable"}, "sk": {"N": "1"}}, ConsistentRead=True))
     assert got["Item"]["pk"] == {"S": "durable"}
+
+
+def test_fuzzed_requests_never_take_a_node_down(cluster, table):
+    """Thousands of broken requests: each gets a DynamoDB-shaped error, and the
+    node answers a good request correctly afterwards."""
+    import http.client
+    import random
+
+    node = cluster.node(cluster.wait_for_leader())
+    host, port = node.api.split(":")
+    rng = random.Random(5)
+    good = json.dumps({"TableName": table, "Item": {"pk": {"S": "f"}, "sk": {"N": "1"},
+                                                    "m": {"M": {"a": {"L": [{"N": "1"}]}}}}})
+    targets = ["PutItem", "GetItem", "UpdateItem", "Query", "Scan", "TransactWriteItems",
+               "BatchWriteItem", "CreateTable", "Nope", ""]
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    statuses = set()
+    for _ in range(2000):
+        body = bytearray(good.encode())
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(body))
+            body[pos:pos + rng.randint(0, 3)] = bytes(rng.choice(b'{}[]":,SNLMx0\\\x00')
+                                                      for _ in range(rng.randint(0, 3)))
+        conn.request("POST", "/", bytes(body),
+                     {"X-Amz-Target": "DynamoDB_20120810." + rng.choice(targets)})
+        r = conn.getresponse()
+        payload = json.loads(r.read())
+        statuses.add(r.status)
+        if r.status != 200:
+            assert "#" in payload["__type"]
+    assert statuses & {400}
+    db = client(node)
+    db.put_item(TableName=table, Item={"pk": {"S": "after-fuzz"}, "sk": {"N": "1"}})
+    assert "Item" in db.get_item(TableName=table,
+                                 Key={"pk": {"S": "after-fuzz"}, "sk": {"N": "1"}})
+
+
+@pytest.mark.parametrize("bugs, query_status", [([], 500), (["unchecked-range-reads"], 200)])
+def test_isolated_leader_serves_range_reads_only_with_the_bug(tmp_path, bugs, query_status):
+    """Followers paused: the leader is cut off but has not stepped down.  Its
+    lease runs out, GetItem's ReadIndex cannot reach a quorum (500); Query
+    does the same unless unchecked-range-reads skips its check."""
+    cfg = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 5000},
+           "lease": {"duration_ms": 500, "check_timeout_ms": 500}, "bugs": bugs}
+    c = LocalCluster(tmp_path, 3, cfg)
+    c.start(seed=3)
+    paused = []
+    try:
+        leader = c.node(c.wait_for_leader())
+        db = client(leader)
+        db.create_table(TableName="iso", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+        db.put_item(TableName="iso", Item={"pk": {"S": "a"}})
+        for n in c.nodes:
+            if n.id != leader.id:
+                os.kill(n.pid, signal.SIGSTOP)
+                paused.append(n.pid)
+        time.sleep(1.0)  # the lease (0.5 s) ran out; CheckQuorum is not due before 5 s
+        assert admin_get(leader)["role"] == "leader"
+        with pytest.raises(ClientError) as e:
+            db.get_item(TableName="iso", Key={"pk": {"S": "a"}})
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        try:
+            got = db.query(TableName="iso", KeyConditionExpression="pk = :p",
+                           ExpressionAttributeValues={":p": {"S": "a"}})
+            status = 200
+            assert got["Count"] == 1
+        except ClientError as e:
+            status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+        assert status == query_status
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+        c.stop()
