@@ -124,13 +124,21 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cluster_status(args: argparse.Namespace) -> int:
-    from harness.cluster import ClusterInfo, admin_get
+def _cluster_info(args: argparse.Namespace):  # noqa: ANN202 - ClusterInfo | None
+    from harness.cluster import ClusterInfo
 
     try:
-        info = ClusterInfo.load(args.dir)
+        return ClusterInfo.load(args.dir)
     except FileNotFoundError as e:
-        print(f"faultline cluster status: {e}", file=sys.stderr)
+        print(f"faultline cluster {args.action}: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from harness.cluster import admin_get
+
+    info = _cluster_info(args)
+    if info is None:
         return EX_DATAERR
     for n in info.nodes:
         try:
@@ -147,12 +155,10 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(args: argparse.Namespace) -> int:
-    from harness.cluster import ClusterInfo, stop_pids
+    from harness.cluster import stop_pids
 
-    try:
-        info = ClusterInfo.load(args.dir)
-    except FileNotFoundError as e:
-        print(f"faultline cluster down: {e}", file=sys.stderr)
+    info = _cluster_info(args)
+    if info is None:
         return EX_DATAERR
     stop_pids([n.pid for n in info.nodes if n.pid])
     for n in info.nodes:

@@ -244,7 +244,7 @@ def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
             live.append(pid)
     deadline = time.monotonic() + timeout
     while live and time.monotonic() < deadline:
-        live = [p for p in live if _alive(p)]
+        live = [p for p in live if is_alive(p)]
         time.sleep(0.05)
     for pid in live:
         try:
@@ -253,7 +253,8 @@ def stop_pids(pids: list[int], timeout: float = 5.0) -> None:
             pass
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie nobody reaped yet counts as gone."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
