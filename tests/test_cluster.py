@@ -286,3 +286,41 @@ def test_isolated_leader_serves_range_reads_only_with_the_bug(tmp_path, bugs, qu
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
         c.stop()
+
+
+def test_every_operation_through_boto3(cluster):
+    db = client(cluster.nodes[2])  # a follower most likely: forwarding too
+    retry(lambda: db.create_table(
+        TableName="ops", KeySchema=[{"AttributeName": "h", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST"))
+    assert db.describe_table(TableName="ops")["Table"]["TableStatus"] == "ACTIVE"
+    with pytest.raises(ClientError) as e:
+        db.create_table(TableName="ops", KeySchema=[{"AttributeName": "h", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    assert e.value.response["Error"]["Code"] == "ResourceInUseException"
+    db.put_item(TableName="ops", Item={"h": {"S": "a"}, "n": {"N": "1"}, "s": {"SS": ["x"]}})
+    out = db.update_item(TableName="ops", Key={"h": {"S": "a"}},
+                         UpdateExpression="SET l = list_append(if_not_exists(l, :e), :v) "
+                         "ADD s :y, n :two REMOVE gone",
+                         ExpressionAttributeValues={":e": {"L": []}, ":v": {"L": [{"S": "q"}]},
+                                                    ":y": {"SS": ["y"]}, ":two": {"N": "2"}},
+                         ReturnValues="UPDATED_NEW")
+    assert out["Attributes"]["n"] == {"N": "3"} and set(out["Attributes"]["s"]["SS"]) == {"x", "y"}
+    db.batch_write_item(RequestItems={"ops": [
+        {"PutRequest": {"Item": {"h": {"S": f"b{i}"}}}} for i in range(5)]})
+    got = db.batch_get_item(RequestItems={"ops": {"Keys": [{"h": {"S": "a"}}, {"h": {"S": "b3"}}]}})
+    assert len(got["Responses"]["ops"]) == 2
+    pages = list(db.get_paginator("scan").paginate(TableName="ops", Limit=2))
+    assert sum(p["Count"] for p in pages) == 6 and len(pages) >= 3
+    old = db.delete_item(TableName="ops", Key={"h": {"S": "b0"}}, ReturnValues="ALL_OLD")
+    assert old["Attributes"]["h"] == {"S": "b0"}
+    filt = db.scan(TableName="ops", FilterExpression="begins_with(h, :b)",
+                   ExpressionAttributeValues={":b": {"S": "b"}})
+    assert filt["Count"] == 4
+    with pytest.raises(ClientError) as e:
+        db.get_item(TableName="nope", Key={"h": {"S": "a"}})
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    db.delete_table(TableName="ops")
+    assert "ops" not in db.list_tables()["TableNames"]
