@@ -18,9 +18,11 @@ import http.client
 import json
 import multiprocessing as mp
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +138,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4, help="load processes")
     ap.add_argument("--conns", type=int, default=8, help="connections per raw process")
     ap.add_argument("--paths", default="lease,read_index,local")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the leader with py-spy during the lease-path mix")
     args = ap.parse_args()
     for path in args.paths.split(","):
         reads = {f: path for f in ("get_item", "query", "scan", "transact_get_items",
@@ -150,13 +154,51 @@ def main() -> None:
                       f"{args.procs} load processes, {args.seconds:g} s each")
                 ops = ["put", "get", "query", "mix"] if path == "lease" else ["get"]
                 for op in ops:
+                    spy = _spy(leader.pid, args.seconds) if args.profile and op == "mix" else None
                     raw = run(leader.api, op, args.seconds, args.procs, args.conns, False)
                     print(f"  raw   {op:<6} {raw}")
+                    if spy:
+                        _print_profile(*spy)
+                # unloaded latency: one connection, one request at a time
+                print(f"  raw   get 1c {run(leader.api, 'get', args.seconds, 1, 1, False)}")
                 for op in ops:
                     bo = run(leader.api, op, args.seconds, args.procs, 1, True)
                     print(f"  boto3 {op:<6} {bo}")
             finally:
                 cluster.stop()
+
+
+def _spy(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], str]:
+    out = tempfile.mktemp(suffix=".txt")
+    proc = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)),
+                             "-r", "200", "-f", "raw", "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, out
+
+
+def _print_profile(proc: subprocess.Popen[bytes], path: str, top: int = 12) -> None:
+    """Where the leader's time goes: self time and inclusive time per function."""
+    proc.wait()
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] for f in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    print(f"  leader profile ({total} samples): self time")
+    for f, n in own.most_common(top):
+        print(f"    {100 * n / total:5.1f}%  {f}")
+    print("  inclusive time in the store's own code")
+    ours = [(f, n) for f, n in incl.most_common() if "system/" in f or "(node.py" in f
+            or any(m in f for m in ("service.py", "commands.py", "core.py", "mvcc.py",
+                                    "storage.py", "transport.py", "expressions.py"))]
+    for f, n in ours[:top]:
+        print(f"    {100 * n / total:5.1f}%  {f}")
 
 
 def _setup(endpoint: str) -> None:
