@@ -203,6 +203,11 @@ class Node:
                 if rd.snapshot is not None:
                     self.store.restore(rd.snapshot.data)
                     log.info("installed snapshot at index %d", rd.snapshot.index)
+                    # proposals the snapshot covers: whether they made it is unknown here
+                    for index in [i for i in self._pending if i <= rd.snapshot.index]:
+                        fut = self._pending.pop(index)[1]
+                        if not fut.done():
+                            fut.set_exception(NotLeader(self.raft.lead, "covered by a snapshot"))
                 for e in rd.committed_entries:
                     self._apply(e)
                 for rs in rd.read_states:

@@ -27,17 +27,42 @@ The driver loop (one Ready outstanding at a time)::
         # 4. node.advance(rd)
 
 Inputs may be given between ``ready()`` and ``advance()`` (e.g. while the
-fsync runs); their effects go into the next Ready.
+fsync runs); their effects go into the next Ready. A crash anywhere in the
+loop is safe as long as step 2 never overtakes step 1: whatever was not
+persisted was never promised to anyone.
+
+Proposals: ``propose`` returns the entry's index; its term is ``node.term``
+at that moment. The write is committed iff ``Ready.committed_entries``
+later yields an entry with that index *and* term (after a leader change the
+index may be reused by another entry: the client gets an error and may
+retry).
+
+Compaction: when ``compaction_due()``, the driver snapshots its state machine
+at its applied index ``i`` and calls ``compact(i, data)``; it persists the
+returned Snapshot and may then drop durable entries up to ``i -
+compaction_margin`` (it may also keep more; recovery accepts an overlap).
 
 Reads: ``read_index`` on a follower raises :class:`NotLeader` with the
 leader hint (fail fast, no forwarding): the node's request path forwards the
 whole request to the leader anyway, and a forwarded read would need a
-timeout of its own.
+timeout of its own. On the leader a read completes as a ``ReadState`` (serve
+once applied >= its index) or comes back in ``Ready.dropped_reads`` if
+leadership is lost first; on a leader cut off from a quorum (without
+CheckQuorum) it never completes, so the node must time it out.
 
 Time: election and heartbeat timers count ticks. ``now()`` (milliseconds,
 float, given by the driver: the process Clock or simulated time) is only read
-to stamp leader messages and acknowledgements for the lease facts
-(:meth:`RaftNode.quorum_ack_time`); the lease decision lives in the node.
+to stamp leader messages and acknowledgements for the lease facts.
+
+Leases: the core only gives facts. :meth:`RaftNode.quorum_ack_time` is the
+time by which a majority had acknowledged this leader, anchored on when the
+acknowledged messages were sent (``"sent"``) or when the acks arrived
+(``"received"``). ``lease_generation`` increases (and
+``on_lease_invalidated(generation, reason)`` is called) when the leader steps
+down (``"step-down"``) or sends TimeoutNow (``"transfer"``); both clear the
+ack times, and acknowledgements of messages sent before that point never
+count again; none are recorded while a transfer is pending. The node decides
+the lease (duration, drift, which anchor and clock).
 """
 
 from __future__ import annotations
