@@ -140,7 +140,9 @@ class Transport:
     async def close(self) -> None:
         if self._server:
             self._server.close()
-        for t in list(self._conns):
+        conns = list(self._conns)
+        for t in conns:
             t.cancel()
+        await asyncio.gather(*conns, return_exceptions=True)
         for p in self.peers.values():
             await p.close()
