@@ -18,6 +18,8 @@ from checkers.models import MODELS, get_model
 from checkers.report import key_lines, summary_line
 from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, combine
 from checkers.wgl import Budget
+from harness.spec import BACKENDS, BUG_FLAGS, READ_PATHS, WORKLOADS
+from nemesis.faults import FAULTS
 
 EXIT = {VALID: 0, INVALID: 1, UNKNOWN: 2}
 EX_USAGE, EX_DATAERR = 64, 65
@@ -68,6 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--html", metavar="OUT", help="write an HTML timeline of the results")
     c.set_defaults(func=cmd_check)
 
+    r = sub.add_parser("run", help="run a fault test: cluster, clients, nemesis, check, report",
+                       description="Start a cluster, drive DynamoDB traffic through it while "
+                       "a nemesis injects faults, heal, check the history and store a "
+                       "results folder.")
+    r.add_argument("--spec", metavar="TOML", help="the test as a TOML file (flags override it)")
+    r.add_argument("--workload", choices=WORKLOADS)
+    r.add_argument("--nodes", type=_count)
+    r.add_argument("--nemesis", type=_nemeses, metavar="F1,F2",
+                   help=f"faults, comma-separated: {', '.join(FAULT_NAMES)}")
+    r.add_argument("--nemesis-interval", type=_positive, metavar="S")
+    r.add_argument("--time-limit", type=_positive, metavar="S")
+    r.add_argument("--concurrency", type=_count)
+    r.add_argument("--rate", type=float, help="total ops/s (0 = as fast as possible)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--read-path", choices=READ_PATHS, help="read path of every read family")
+    r.add_argument("--lease-ms", type=int, help="lease duration (default election - 300 ms)")
+    r.add_argument("--lease-clock", choices=("monotonic", "wall"))
+    r.add_argument("--lease-anchor", choices=("sent", "received"))
+    r.add_argument("--drift-bound", type=float)
+    r.add_argument("--bug", action="append", choices=BUG_FLAGS, dest="bugs",
+                   help="switch on a bug flag of the reference store (repeat)")
+    r.add_argument("--backend", choices=BACKENDS)
+    r.add_argument("--results-dir", metavar="DIR")
+    r.add_argument("--name", help="test name (default: workload-nemesis-bugs)")
+    r.add_argument("--election-timeout-ms", type=int)
+    r.add_argument("--heartbeat-ms", type=int)
+    r.add_argument("--quiet-period", type=float, metavar="S")
+    r.set_defaults(func=cmd_run)
+
     cl = sub.add_parser("cluster", help="start, inspect and stop local store clusters")
     csub = cl.add_subparsers(dest="action", required=True, parser_class=_Parser)
     up = csub.add_parser("up", help="start N local nodes in the background")
@@ -91,10 +122,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: The reference store's bug flags (system/config.py documents each anomaly).
-BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
-             "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
-             "lease-survives-transfer", "stale-follower-reads")
+FAULT_NAMES = tuple(FAULTS)
+
+
+def _nemeses(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in FAULT_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"unknown fault {n!r}; choose from {', '.join(FAULT_NAMES)}")
+    return names
+
+
+_RUN_FIELDS = ("workload", "nodes", "nemesis", "nemesis_interval", "time_limit", "concurrency",
+               "rate", "seed", "read_path", "lease_ms", "lease_clock", "lease_anchor",
+               "drift_bound", "bugs", "backend", "results_dir", "name",
+               "election_timeout_ms", "heartbeat_ms", "quiet_period")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import CRASHED, run_test
+    from harness.spec import SpecError, TestSpec, load_spec
+
+    given = {k: getattr(args, k) for k in _RUN_FIELDS if getattr(args, k) is not None}
+    try:
+        spec = load_spec(args.spec, **given) if args.spec else TestSpec(**given)
+    except SpecError as e:
+        print(f"faultline run: {e}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        result = run_test(spec)
+    except KeyboardInterrupt:
+        print(f"faultline run: interrupted (seed {spec.seed}); faults healed, nodes "
+              "stopped, history kept", file=sys.stderr)
+        return CRASHED
+    except Exception as e:  # noqa: BLE001 - the test itself crashed: say so, exit 255
+        import traceback
+
+        traceback.print_exc()
+        print(f"faultline run: the test crashed: {e} (seed {spec.seed})", file=sys.stderr)
+        return CRASHED
+    print((result.directory / "summary.txt").read_text(), end="")
+    print(f"verdict: {result.verdict.upper()}  (seed {result.seed}; results in "
+          f"{result.directory})")
+    return result.exit_code
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:

@@ -258,7 +258,10 @@ def test_prevote_keeps_a_rejoining_node_from_disrupting(pre_vote):
         assert sim.nodes[new].raft.term > term         # the rejoining node disrupted the term
 
 
-def test_check_quorum_isolated_leader_steps_down_within_an_election_timeout():
+def test_check_quorum_isolated_leader_steps_down_within_two_election_timeouts():
+    """As etcd/raft: the quorum is checked once per election timeout, so an
+    isolated leader steps down one to two election timeouts after its last
+    quorum contact."""
     sim = Sim(3, seed=6)
     lead = sim.stable_leader()
     sim.run(3 * ELECTION_MS)
@@ -268,7 +271,7 @@ def test_check_quorum_isolated_leader_steps_down_within_an_election_timeout():
     node = sim.nodes[lead]
     assert sim.run_until(lambda: node.raft.role != LEADER, 3 * ELECTION_MS)
     took = sim.now - t0
-    assert (ELECTION - HB - 1) * TICK <= took <= ELECTION_MS + TICK
+    assert (ELECTION - HB - 1) * TICK <= took <= 2 * ELECTION_MS + TICK
     sim.run(50)
     assert "iso" in node.dropped and "iso" not in node.reads     # the read failed
     assert node.raft.quorum_ack_time("sent") is None

@@ -690,9 +690,16 @@ class RaftNode:
     def _tick_leader(self) -> None:
         cfg = self.config
         self._heartbeat_elapsed += 1
-        if cfg.check_quorum and not self._quorum_recently_active():
-            self._become_follower(self.term, None)
-            return
+        self._election_elapsed += 1
+        if self._election_elapsed >= cfg.election_ticks:
+            # CheckQuorum as etcd/raft (and so elastickv) does it: once per
+            # election timeout, so an isolated leader lingers for one to two
+            # election timeouts -- the window in which a leader that is cut
+            # off but has not stepped down can serve stale local reads.
+            self._election_elapsed = 0
+            if cfg.check_quorum and not self._quorum_recently_active():
+                self._become_follower(self.term, None)
+                return
         if self._transferee is not None:
             self._transfer_elapsed += 1
             if self._transfer_elapsed >= cfg.election_ticks:
@@ -708,8 +715,8 @@ class RaftNode:
             self._bcast_heartbeat()
 
     def _quorum_recently_active(self) -> bool:
-        """CheckQuorum, evaluated every tick: has a quorum (counting us)
-        answered within the last election timeout?"""
+        """CheckQuorum: has a quorum (counting us) answered within the last
+        election timeout?"""
         need = self.quorum - 1
         if need == 0:
             return True

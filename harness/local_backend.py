@@ -1,0 +1,174 @@
+"""The local backend: nodes as processes on loopback, faults by proxies and signals.
+
+Every peer link (Raft messages, and DynamoDB requests a follower forwards to
+the leader) passes through a TCP proxy the harness owns, one per direction
+and node pair, so a partition is a set of blocked proxies; pause and resume
+are SIGSTOP/SIGCONT, kill is SIGKILL and restart reuses the data directory;
+clock faults go through each node's admin endpoint.  ``heal_all`` undoes
+everything; ``close`` also stops the nodes and proxies, and is safe to call
+twice and after a failed start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness.cluster import LocalCluster, admin_get, admin_post
+from nemesis.proxy import ProxyPool
+
+log = logging.getLogger("backend")
+
+
+class LocalBackend:
+    """Implements :class:`nemesis.faults.Backend` for a :class:`LocalCluster`."""
+
+    def __init__(self, directory: str | os.PathLike[str], n: int, config: dict[str, Any],
+                 seed: int) -> None:
+        self.cluster = LocalCluster(directory, n, config)
+        self.node_ids = [node.id for node in self.cluster.nodes]
+        self.seed = seed
+        self.pool = ProxyPool()
+        self.links: dict[tuple[str, str], tuple[str, str]] = {}
+        self._proxies: dict[tuple[str, str], list[Any]] = {}
+        self.paused: set[str] = set()
+        self.killed: set[str] = set()
+        self.skewed: set[str] = set()
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.pool.start()
+        for i, a in enumerate(self.cluster.nodes):
+            for j, b in enumerate(self.cluster.nodes):
+                if a.id == b.id:
+                    continue
+                seed = self.seed * 1000 + i * 31 + j
+                raft = self.pool.add(_hostport(b.raft), seed=seed)
+                api = self.pool.add(_hostport(b.api), seed=seed + 500)
+                self._proxies[(a.id, b.id)] = [raft, api]
+                self.links[(a.id, b.id)] = (f"127.0.0.1:{raft.port}", f"127.0.0.1:{api.port}")
+        self.cluster.start(links=self.links, seed=self.seed, timeout=timeout)
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        return [(n.id, n.endpoint) for n in self.cluster.nodes]
+
+    def log_files(self) -> list[Path]:
+        return [Path(n.log) for n in self.cluster.nodes]
+
+    def heal_all(self) -> None:
+        """Every fault removed: links open, clocks reset, nodes resumed and restarted."""
+        with self._lock:
+            self.pool.heal_all(reset_dirty=True)  # blocks, cuts, delay and loss
+            for node in sorted(self.paused):
+                self.resume(node)
+            for node in sorted(self.killed):
+                self.restart(node)
+            for node in sorted(self.skewed):
+                try:
+                    self.clock(node, reset=True)
+                except OSError as e:
+                    log.warning("could not reset the clock of %s: %s", node, e)
+
+    def close(self) -> None:
+        try:
+            self.heal_all()
+        finally:
+            try:
+                self.cluster.stop()
+            finally:
+                self.pool.close()
+
+    # ------------------------------------------------------------ Backend
+
+    def leader(self) -> str | None:
+        best = None
+        for node in self.cluster.nodes:
+            if node.id in self.paused or node.id in self.killed:
+                continue
+            try:
+                st = admin_get(node, timeout=0.5)
+            except (OSError, ValueError):
+                continue
+            if st["role"] == "leader" and (best is None or st["term"] > best[1]):
+                best = (node.id, st["term"])
+        return best[0] if best else None
+
+    def partition(self, groups: list[list[str]]) -> None:
+        with self._lock:
+            for (a, b), proxies in self._proxies.items():
+                apart = not any(a in g and b in g for g in groups)
+                for p in proxies:
+                    if apart:
+                        p.block("both")
+                    else:  # a connection cut mid-frame would stay out of step: reset it
+                        p.unblock(reset_dirty=True)
+
+    def heal_network(self) -> None:
+        with self._lock:
+            for proxies in self._proxies.values():
+                for p in proxies:
+                    p.unblock(reset_dirty=True)
+
+    def clock(self, node: str, **op: Any) -> None:
+        out = admin_post(self.cluster.node(node), "/clock", op)
+        if "error" in out:
+            raise RuntimeError(f"clock {op} on {node}: {out['error']}")
+        with self._lock:
+            (self.skewed.discard if op.get("reset") else self.skewed.add)(node)
+
+    def kill(self, node: str) -> None:
+        with self._lock:
+            info = self.cluster.node(node)
+            if info.pid:
+                os.kill(info.pid, signal.SIGCONT)
+                os.kill(info.pid, signal.SIGKILL)
+                proc = self.cluster.procs.get(node)
+                if proc is not None:
+                    proc.wait(timeout=10)
+            self.paused.discard(node)
+            self.killed.add(node)
+
+    def restart(self, node: str) -> None:
+        with self._lock:
+            if node in self.killed:
+                self.cluster.start_node(self.cluster.node(node), self.links)
+                self.killed.discard(node)
+
+    def pause(self, node: str) -> None:
+        with self._lock:
+            pid = self.cluster.node(node).pid
+            if pid and node not in self.killed:
+                os.kill(pid, signal.SIGSTOP)
+                self.paused.add(node)
+
+    def resume(self, node: str) -> None:
+        with self._lock:
+            pid = self.cluster.node(node).pid
+            if pid and node in self.paused:
+                os.kill(pid, signal.SIGCONT)
+            self.paused.discard(node)
+
+    def transfer_leadership(self, leader: str, to: str | None = None) -> str | None:
+        out = admin_post(self.cluster.node(leader), "/transfer", {"to": to} if to else {})
+        return out.get("transfer_to")
+
+    def set_delay(self, ms: float) -> None:
+        for proxies in self._proxies.values():
+            for p in proxies:
+                p.set_delay(ms)
+
+    def set_loss(self, p: float) -> None:
+        for proxies in self._proxies.values():
+            for px in proxies:
+                px.set_loss(p)
+
+
+def _hostport(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host, int(port)

@@ -1,0 +1,133 @@
+"""A test is plain data: every part of a run reads this one spec.
+
+``faultline run`` builds it from its flags or from a TOML file (``--spec``);
+``test.json`` in the results folder holds it, with the seed actually used,
+so a run can be replayed.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+WORKLOADS = ("register", "set", "bank")
+BACKENDS = ("local",)
+READ_PATHS = ("lease", "read_index", "local")
+LEASE_CLOCKS = ("monotonic", "wall")
+LEASE_ANCHORS = ("sent", "received")
+READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_item")
+#: The reference store's bug flags (system/config.py documents each anomaly).
+BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
+             "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
+             "lease-survives-transfer", "stale-follower-reads")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run, naming the option and its allowed values."""
+
+
+@dataclass
+class TestSpec:
+    __test__ = False  # a spec, not a pytest test class
+    workload: str = "set"
+    nodes: int = 5
+    nemesis: list[str] = field(default_factory=list)
+    nemesis_interval: float = 5.0
+    time_limit: float = 30.0
+    concurrency: int = 10
+    rate: float = 0.0
+    seed: int | None = None
+    backend: str = "local"
+    results_dir: str = "results"
+    name: str | None = None
+    #: the read path of every read family; None keeps the store's default (lease)
+    read_path: str | None = None
+    lease_ms: int | None = None
+    lease_clock: str | None = None
+    lease_anchor: str | None = None
+    drift_bound: float | None = None
+    bugs: list[str] = field(default_factory=list)
+    #: Raft timings of the reference store (elastickv's by default).
+    heartbeat_ms: int = 200
+    election_timeout_ms: int = 2000
+    quiet_period: float = 3.0
+    client_timeout: float = 3.0
+    workload_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("workload", self.workload, WORKLOADS)
+        _choice("backend", self.backend, BACKENDS)
+        if self.read_path is not None:
+            _choice("read-path", self.read_path, READ_PATHS)
+        if self.lease_clock is not None:
+            _choice("lease-clock", self.lease_clock, LEASE_CLOCKS)
+        if self.lease_anchor is not None:
+            _choice("lease-anchor", self.lease_anchor, LEASE_ANCHORS)
+        from nemesis.faults import FAULTS  # the catalogue lives with the faults
+
+        for n in self.nemesis:
+            _choice("nemesis", n, tuple(FAULTS))
+        for b in self.bugs:
+            _choice("bug", b, BUG_FLAGS)
+        for name, value, low in (("nodes", self.nodes, 1), ("concurrency", self.concurrency, 1)):
+            if value < low:
+                raise SpecError(f"--{name}: must be at least {low}, got {value}")
+        for name, value in (("time-limit", self.time_limit),
+                            ("nemesis-interval", self.nemesis_interval)):
+            if value <= 0:
+                raise SpecError(f"--{name}: must be positive, got {value}")
+        if self.rate < 0:
+            raise SpecError(f"--rate: must be >= 0 (0 = unlimited), got {self.rate}")
+
+    @property
+    def test_name(self) -> str:
+        return self.name or "-".join([self.workload, *(self.nemesis or ["none"]), *self.bugs])
+
+    def resolve_seed(self) -> int:
+        if self.seed is None:
+            self.seed = random.SystemRandom().randrange(1, 2**31)
+        return self.seed
+
+    def node_config(self) -> dict[str, Any]:
+        """The reference store's configuration (see system/config.py) as data."""
+        cfg: dict[str, Any] = {"raft": {"heartbeat_ms": self.heartbeat_ms,
+                                        "election_timeout_ms": self.election_timeout_ms}}
+        lease = {"duration_ms": self.lease_ms, "clock": self.lease_clock,
+                 "anchor": self.lease_anchor, "drift_bound": self.drift_bound}
+        lease = {k: v for k, v in lease.items() if v is not None}
+        if lease:
+            cfg["lease"] = lease
+        if self.read_path:
+            cfg["reads"] = {f: self.read_path for f in READ_FAMILIES}
+        if self.bugs:
+            cfg["bugs"] = list(self.bugs)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(f"--{option}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def load_spec(path: str, **overrides: Any) -> TestSpec:
+    """A spec from a TOML file; ``overrides`` (flags given too) win."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SpecError(f"--spec {path}: {e}") from None
+    known = {f.name for f in fields(TestSpec)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"--spec {path}: unknown key {unknown[0]!r}; "
+                        f"expected one of {', '.join(sorted(known))}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TestSpec(**data)
+    except TypeError as e:
+        raise SpecError(f"--spec {path}: {e}") from None

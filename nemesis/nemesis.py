@@ -1,0 +1,103 @@
+"""The nemesis: a seeded schedule of faults applied while clients run.
+
+Every ``interval`` seconds the nemesis alternates between a quiet window and
+a fault window.  In a fault window every fault named in the test starts, in
+the order given (so ``partition-leader,clock-bump`` first cuts the leader
+off, then sets that same leader's clock back), and they stop together in
+reverse order at the window's end.  The choices come from one seeded
+``random.Random``, so a seed gives the same fault schedule; every start and
+stop is reported (``record``) for the history and ``schedule.jsonl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable
+
+from nemesis.faults import FAULTS, Active, Backend
+
+log = logging.getLogger("nemesis")
+
+Record = Callable[[str, dict[str, Any]], None]
+
+
+class Nemesis:
+    def __init__(self, backend: Backend, faults: list[str], interval: float,
+                 rng: random.Random, record: Record) -> None:
+        unknown = [f for f in faults if f not in FAULTS]
+        if unknown:
+            raise ValueError(f"unknown fault {unknown[0]!r}; choose from {', '.join(FAULTS)}")
+        self.backend, self.faults, self.interval = backend, faults, interval
+        self.rng, self.record = rng, record
+        self.active: list[Active] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    def start(self) -> None:
+        if self.faults:
+            self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                if self.active:
+                    self._stop_all()
+                    continue
+                for name in self.faults:
+                    self._start(name)
+            self._tick_until(time.monotonic() + self.interval)
+
+    def _start(self, name: str) -> None:
+        try:
+            act = FAULTS[name](self.backend, self.rng)
+        except Exception as e:  # noqa: BLE001 - a fault that fails is recorded, not fatal
+            self.errors.append(f"start {name}: {e}")
+            log.warning("could not start %s: %s", name, e)
+            self.record(f"start-{name}", {"error": str(e)})
+            return
+        self.active.append(act)
+        self.record(f"start-{name}", act.targets)
+
+    def _tick_until(self, deadline: float) -> None:
+        """Drive the faults that act while active (strobe, churn) until ``deadline``."""
+        ticking = [a for a in self.active if a.tick is not None]
+        if not ticking:
+            return
+        period = min(a.period for a in ticking)
+        while not self._stop.is_set() and time.monotonic() < deadline - period:
+            if self._stop.wait(period):
+                return
+            with self._lock:
+                for a in ticking:
+                    if a in self.active:
+                        try:
+                            out = a.tick()  # type: ignore[misc]
+                        except Exception as e:  # noqa: BLE001
+                            out = {"error": str(e)}
+                        if out:
+                            a.extra.setdefault("ticks", []).append(out)
+
+    def _stop_all(self) -> None:
+        while self.active:
+            act = self.active.pop()
+            try:
+                act.undo()
+                self.record(f"stop-{act.fault}", {**act.targets, **act.extra})
+            except Exception as e:  # noqa: BLE001
+                self.errors.append(f"stop {act.fault}: {e}")
+                log.warning("could not stop %s: %s", act.fault, e)
+                self.record(f"stop-{act.fault}", {"error": str(e)})
+
+    def stop(self) -> None:
+        """Stop scheduling and undo every active fault (the heal phase)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            self._stop_all()

@@ -1,0 +1,311 @@
+"""Workloads without a store: op streams, values, invocation and error mapping."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
+                                 EndpointConnectionError, ReadTimeoutError)
+
+from harness.clients import node_index, process_rng
+from harness.workloads import (FAIL, INFO, OK, VALUE_BASE, BankWorkload, Completion, KeyRing, Op,
+                               RegisterWorkload, SetWorkload, StaleTableError, classify,
+                               make_workload)
+
+
+def ops_of(workload, process: int, n: int, seed: int = 1) -> list[Op]:
+    rng = process_rng(seed, process)
+    return [workload.next_op(rng, process) for _ in range(n)]
+
+
+# ------------------------------------------------------------------ generation
+
+@pytest.mark.parametrize("name", ["register", "set", "bank"])
+def test_same_seed_same_ops_per_process(name):
+    a = [ops_of(make_workload(name), p, 300) for p in range(3)]
+    b = [ops_of(make_workload(name), p, 300) for p in range(3)]
+    assert a == b
+    assert ops_of(make_workload(name), 0, 300, seed=2) != a[0]
+    assert a[0] != a[1]
+
+
+@pytest.mark.parametrize("name", ["register", "set", "bank"])
+def test_ops_are_plain_data_and_use_every_f(name):
+    w = make_workload(name)
+    ops = ops_of(w, 0, 400)
+    assert {op.f for op in ops} == set(w.fs)
+    for op in ops:
+        assert isinstance(op.f, str) and (op.key is None or isinstance(op.key, str))
+
+
+def test_mix_is_configurable():
+    w = make_workload("set", {"mix": {"add": 1, "read-query": 0, "read-scan": 1}})
+    fs = {op.f for op in ops_of(w, 0, 200)}
+    assert fs == {"add", "read-scan"}
+    with pytest.raises(ValueError, match="unknown ops"):
+        make_workload("set", {"mix": {"add": 1, "read": 1}})
+    with pytest.raises(ValueError, match="unknown workload"):
+        make_workload("queue")
+
+
+def test_written_values_are_unique_across_processes():
+    for name, written in (("register", lambda op: op.value if op.f == "put" else
+                           op.value[1] if op.f == "update" else None),
+                          ("set", lambda op: op.value if op.f == "add" else None)):
+        w = make_workload(name)
+        values = [written(op) for p in (0, 1, 7, 13) for op in ops_of(w, p, 500)]
+        values = [v for v in values if v is not None]
+        assert len(values) > 500 and len(values) == len(set(values))
+        assert all(isinstance(v, int) and v > 0 for v in values)
+        # process p writes p * 10**9 + n
+        assert {v // VALUE_BASE for v in values} == {0, 1, 7, 13}
+
+
+def test_register_keys_rotate_after_ops_per_key():
+    w = RegisterWorkload(keys=2, ops_per_key=3)
+    rng = random.Random(0)
+    keys = [w.next_op(rng, 0).key for _ in range(30)]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    assert all(c <= 3 for c in counts.values())
+    assert set(counts) >= {"k0", "k1", "k2", "k3"}
+    # slot s holds k{s}, k{s+2}, ...: a key's slot is its number mod K
+    slots = {int(k[1:]) % 2 for k in keys}
+    assert slots == {0, 1}
+    assert sorted(w.final_ops(), key=lambda op: int(op.key[1:])) == [
+        Op("get", k, None) for k in sorted(w.ring.current(), key=lambda k: int(k[1:]))]
+
+
+def test_key_ring_with_shared_counts():
+    import multiprocessing
+    arr = multiprocessing.get_context("spawn").Array("q", 3)
+    ring = KeyRing(3, 2, arr)
+    assert [ring.take(0) for _ in range(5)] == ["k0", "k0", "k3", "k3", "k6"]
+    assert ring.current() == ["k6", "k1", "k2"]
+    assert arr[0] == 5
+
+
+def test_register_update_compares_with_what_the_process_saw():
+    w = RegisterWorkload(keys=1, ops_per_key=10**6, mix={"update": 1})
+    rng = random.Random(3)
+    op = w.next_op(rng, 4)
+    assert op.f == "update" and op.key == "k0" and op.value[0] is None
+    w.observe(4, Op("get", "k0"), Completion(OK, 17))
+    assert w.next_op(rng, 4).value[0] == 17
+    assert w.next_op(rng, 5).value[0] is None  # another process saw nothing
+    last = w.next_op(rng, 4)
+    w.observe(4, last, Completion(OK, last.value))
+    assert w.next_op(rng, 4).value[0] == last.value[1]
+    w.observe(4, Op("get", "k0"), Completion(OK, None))
+    assert w.next_op(rng, 4).value[0] is None
+    w.observe(4, Op("put", "k0", 99), Completion(FAIL, 99, "x"))  # not seen
+    assert w.next_op(rng, 4).value[0] is None
+    w.forget(4)
+
+
+def test_bank_transfers_are_between_two_accounts():
+    w = BankWorkload(accounts=3, max_transfer=4)
+    for op in ops_of(w, 2, 300):
+        if op.f == "transfer":
+            v = op.value
+            assert set(v) == {"from", "to", "amount"} and v["from"] != v["to"]
+            assert {v["from"], v["to"]} <= {"a0", "a1", "a2"} and 1 <= v["amount"] <= 4
+        else:
+            assert op.value is None
+    assert w.total == 300
+    assert w.final_ops() == [Op("read-txn"), Op("read-scan")]
+    assert SetWorkload().final_ops() == [Op("read-query"), Op("read-scan")]
+
+
+def test_round_robin_binding_survives_retirement():
+    c, n = 5, 3
+    for slot in range(c):
+        for gen in range(4):
+            assert node_index(slot + gen * c, c, n) == slot % n
+
+
+# --------------------------------------------------------------- error mapping
+
+def client_error(code: str, status: int = 400, reasons=None, op: str = "PutItem"):
+    resp = {"Error": {"Code": code, "Message": "m"},
+            "ResponseMetadata": {"HTTPStatusCode": status}}
+    if reasons is not None:
+        resp["CancellationReasons"] = [{"Code": r} for r in reasons]
+    return ClientError(resp, op)
+
+
+URL = "http://127.0.0.1:1"
+CASES = [
+    # (error, read outcome, write outcome)
+    (client_error("ConditionalCheckFailedException"), FAIL, FAIL),
+    (client_error("ValidationException"), FAIL, FAIL),
+    (client_error("ResourceNotFoundException"), FAIL, FAIL),
+    (client_error("TransactionConflictException"), FAIL, FAIL),
+    (client_error("TransactionCanceledException", reasons=["None", "ConditionalCheckFailed"]),
+     FAIL, FAIL),
+    (client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"]),
+     FAIL, FAIL),
+    (client_error("TransactionCanceledException", reasons=["None", "TransactionConflict"]),
+     FAIL, INFO),
+    (client_error("TransactionCanceledException"), FAIL, INFO),  # no reasons given
+    (client_error("SomethingNewException"), FAIL, INFO),
+    (client_error("InternalServerError", 500), INFO, INFO),
+    (client_error("ServiceUnavailable", 503), INFO, INFO),
+    (client_error("WhateverItIs", 502), INFO, INFO),
+    (client_error("ConditionalCheckFailedException", 500), INFO, INFO),  # 5xx wins
+    (ReadTimeoutError(endpoint_url=URL), INFO, INFO),
+    (ConnectionClosedError(endpoint_url=URL), INFO, INFO),
+    (ConnectionResetError("reset by peer"), INFO, INFO),
+    (EndpointConnectionError(endpoint_url=URL), FAIL, FAIL),
+    (ConnectTimeoutError(endpoint_url=URL), FAIL, FAIL),
+]
+
+
+@pytest.mark.parametrize("exc,read,write", CASES, ids=lambda x: type(x).__name__
+                         if isinstance(x, BaseException) else str(x))
+def test_error_mapping_table(exc, read, write):
+    rtype, rtext = classify(exc, read=True)
+    wtype, wtext = classify(exc, read=False)
+    assert (rtype, wtype) == (read, write)
+    assert rtext == wtext and rtext and "\n" not in rtext
+
+
+def test_error_text_names_the_code_and_reasons():
+    _, text = classify(client_error("TransactionCanceledException",
+                                    reasons=["None", "ConditionalCheckFailed"]), read=False)
+    assert text == "TransactionCanceledException: m [None, ConditionalCheckFailed]"
+    _, text = classify(client_error("InternalServerError", 500), read=False)
+    assert text == "InternalServerError: m (HTTP 500)"
+    _, text = classify(ReadTimeoutError(endpoint_url=URL), read=True)
+    assert text.startswith("ReadTimeoutError: Read timeout")
+
+
+# ------------------------------------------------------- invoking a fake client
+
+class FakeClient:
+    """Just enough of a DynamoDB client: canned answers, recorded calls."""
+
+    def __init__(self, **answers):
+        self.answers = answers
+        self.calls: list[tuple[str, dict]] = []
+
+    def __getattr__(self, name):
+        def call(**kw):
+            self.calls.append((name, kw))
+            ans = self.answers[name]
+            if callable(ans):
+                return ans(**kw)
+            if isinstance(ans, BaseException):
+                raise ans
+            return ans
+        return call
+
+
+def test_register_invoke_maps_values_and_conditions():
+    w = RegisterWorkload()
+    c = FakeClient(get_item={"Item": {"pk": {"S": "k1"}, "v": {"N": "42"}}},
+                   put_item={}, update_item={})
+    assert w.invoke(c, Op("get", "k1")) == Completion(OK, 42)
+    assert c.calls[-1][1]["ConsistentRead"] is True
+    assert w.invoke(FakeClient(get_item={}), Op("get", "k1")) == Completion(OK, None)
+    assert w.invoke(c, Op("put", "k1", 7)) == Completion(OK, 7)
+    assert c.calls[-1][1]["Item"] == {"pk": {"S": "k1"}, "v": {"N": "7"}}
+    assert w.invoke(c, Op("update", "k1", [7, 8])) == Completion(OK, [7, 8])
+    kw = c.calls[-1][1]
+    assert kw["ConditionExpression"] == "v = :old" and kw["UpdateExpression"] == "SET v = :new"
+    assert kw["ExpressionAttributeValues"] == {":old": {"N": "7"}, ":new": {"N": "8"}}
+    w.invoke(c, Op("update", "k1", [None, 9]))
+    kw = c.calls[-1][1]
+    assert kw["ConditionExpression"] == "attribute_not_exists(v)"
+    assert kw["ExpressionAttributeValues"] == {":new": {"N": "9"}}
+    bad = FakeClient(update_item=client_error("ConditionalCheckFailedException"),
+                     put_item=ReadTimeoutError(endpoint_url=URL),
+                     get_item=client_error("InternalServerError", 500))
+    done = w.invoke(bad, Op("update", "k1", [1, 2]))
+    assert (done.type, done.value) == (FAIL, [1, 2])
+    assert done.error.startswith("ConditionalCheckFailedException")
+    assert w.invoke(bad, Op("put", "k1", 3)).type == INFO
+    assert w.invoke(bad, Op("get", "k1")).type == INFO
+    weird = FakeClient(get_item={"Item": {"v": {"S": "not a number"}}})
+    assert w.invoke(weird, Op("get", "k1")).type == INFO  # a bug is never an ok
+
+
+def test_set_reads_page_through_last_evaluated_key():
+    pages = [{"Items": [{"sk": {"N": "5"}}, {"sk": {"N": "1"}}],
+              "LastEvaluatedKey": {"pk": {"S": "s"}, "sk": {"N": "5"}}},
+             {"Items": [{"sk": {"N": "3"}}]}]
+    seen = []
+
+    def query(**kw):
+        seen.append(kw.get("ExclusiveStartKey"))
+        return pages[len(seen) - 1]
+
+    w = SetWorkload()
+    assert w.invoke(FakeClient(query=query), Op("read-query")) == Completion(OK, [1, 3, 5])
+    assert seen == [None, {"pk": {"S": "s"}, "sk": {"N": "5"}}]
+    scan = FakeClient(scan={"Items": [{"pk": {"S": "s"}, "sk": {"N": "2"}},
+                                      {"pk": {"S": "other"}, "sk": {"N": "9"}}]})
+    assert w.invoke(scan, Op("read-scan")) == Completion(OK, [2])
+    c = FakeClient(put_item={})
+    assert w.invoke(c, Op("add", None, 12)) == Completion(OK, 12)
+    assert c.calls[0][1]["Item"] == {"pk": {"S": "s"}, "sk": {"N": "12"}}
+
+
+def test_bank_invoke():
+    w = BankWorkload(accounts=3)
+    c = FakeClient(transact_write_items={}, transact_get_items={"Responses": [
+        {"Item": {"pk": {"S": "a0"}, "b": {"N": "90"}}}, {},
+        {"Item": {"pk": {"S": "a2"}, "b": {"N": "110"}}}]},
+        scan={"Items": [{"pk": {"S": "a1"}, "b": {"N": "5"}},
+                        {"pk": {"S": "a0"}, "b": {"N": "95"}}]})
+    v = {"from": "a0", "to": "a2", "amount": 3}
+    assert w.invoke(c, Op("transfer", None, v)) == Completion(OK, v)
+    items = c.calls[0][1]["TransactItems"]
+    assert items[0]["Update"]["ConditionExpression"] == "b >= :x"
+    assert items[0]["Update"]["Key"] == {"pk": {"S": "a0"}}
+    assert items[1]["Update"]["UpdateExpression"] == "SET b = b + :x"
+    assert w.invoke(c, Op("read-txn")) == Completion(OK, {"a0": 90, "a2": 110})
+    assert len(c.calls[-1][1]["TransactItems"]) == 3
+    assert w.invoke(c, Op("read-scan")) == Completion(OK, {"a0": 95, "a1": 5})
+    broke = FakeClient(transact_write_items=client_error(
+        "TransactionCanceledException", reasons=["ConditionalCheckFailed", "None"]))
+    assert w.invoke(broke, Op("transfer", None, v)) == Completion(
+        FAIL, v, "TransactionCanceledException: m [ConditionalCheckFailed, None]")
+
+
+def test_bank_setup_seeds_idempotently():
+    created = []
+
+    def put_item(**kw):
+        if kw["Item"]["pk"]["S"] in created:
+            raise client_error("ConditionalCheckFailedException")
+        assert kw["ConditionExpression"] == "attribute_not_exists(pk)"
+        created.append(kw["Item"]["pk"]["S"])
+        return {}
+
+    def scan(**kw):
+        return {"Items": [{"pk": {"S": a}, "b": {"N": "25"}} for a in created]}
+
+    c = FakeClient(create_table={}, describe_table={"Table": {"TableStatus": "ACTIVE"}},
+                   put_item=put_item, scan=scan)
+    w = BankWorkload(accounts=4, initial=25)
+    w.setup(c)
+    c.answers["create_table"] = client_error("ResourceInUseException")
+    w.setup(c)
+    assert created == ["a0", "a1", "a2", "a3"]
+    # balances that moved: an earlier run's table
+    c.answers["scan"] = {"Items": [{"pk": {"S": "a0"}, "b": {"N": "20"}}]}
+    with pytest.raises(StaleTableError, match="already holds data"):
+        w.setup(c)
+
+
+@pytest.mark.parametrize("name", ["register", "set"])
+def test_setup_refuses_a_table_with_data_from_an_earlier_run(name):
+    c = FakeClient(create_table=client_error("ResourceInUseException"),
+                   describe_table={"Table": {"TableStatus": "ACTIVE"}}, scan={"Items": []})
+    make_workload(name).setup(c)  # exists but empty: fine (a retried setup)
+    c.answers["scan"] = {"Items": [{"pk": {"S": "k0"}, "v": {"N": "1"}}]}
+    with pytest.raises(StaleTableError):
+        make_workload(name).setup(c)
