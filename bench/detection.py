@@ -1,0 +1,93 @@
+"""Detection benchmark: prints figures, asserts nothing.
+
+    python bench/detection.py [--runs 3] [--time-limit 30] [--pairings set-unchecked,...]
+
+Runs each pairing of issue 4's experiment N times with the bug flag on and N
+times with it off (same seeds), each as a real `faultline run` in a fresh
+process, and prints per pairing: the detection rate, the median time from the
+start of a run to the first anomalous op, and the false alarms of the
+correct configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: name -> (workload, nemesis, flags of the broken configuration, flags of the correct one)
+PAIRINGS: dict[str, tuple[str, str, list[str], list[str]]] = {
+    "set-unchecked": ("set", "partition-leader", ["--bug", "unchecked-range-reads"], []),
+    "register-long-lease": ("register", "partition-leader", ["--bug", "long-lease"], []),
+    "register-wall-clock": ("register", "partition-leader,clock-bump",
+                            ["--bug", "wall-clock-lease"], []),
+    "register-transfer": ("register", "leader-churn", ["--bug", "lease-survives-transfer"], []),
+    # no bug flag: lease reads under a clock slower than the drift bound, against ReadIndex
+    "register-drift": ("register", "partition-leader,clock-drift", [],
+                       ["--read-path", "read_index"]),
+}
+
+
+def one_run(workload: str, nemesis: str, flags: list[str], seed: int, time_limit: float,
+            results: Path) -> tuple[str, float | None]:
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--workload", workload,
+           "--nemesis", nemesis, "--time-limit", str(time_limit), "--seed", str(seed),
+           "--results-dir", str(results), *flags]
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=time_limit + 240,
+                   env={**os.environ, "CI": "1"})
+    latest = (results / "latest").resolve()
+    try:
+        res = json.loads((latest / "results.json").read_text())
+    except (OSError, ValueError):
+        return "crashed", None
+    return res["verdict"], first_anomaly_s(res)
+
+
+def first_anomaly_s(res: dict) -> float | None:
+    """Seconds from the start of the run to the first anomalous op."""
+    if "set" in res:
+        stale = res["set"].get("details", {}).get("stale_reads", [])
+        times = [s.get("at_s") for s in stale if s.get("at_s") is not None]
+        return min(times) if times else None
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--time-limit", type=float, default=30.0)
+    ap.add_argument("--pairings", default="set-unchecked")
+    ap.add_argument("--seed", type=int, default=100, help="first seed; run i uses seed + i")
+    args = ap.parse_args()
+    print(f"{'pairing':<22} {'detected':>9} {'median first anomaly':>21} {'false alarms':>13}")
+    for name in args.pairings.split(","):
+        workload, nemesis, broken, correct = PAIRINGS[name]
+        found, firsts, alarms, crashed = 0, [], 0, 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.runs):
+                seed = args.seed + i
+                verdict, first = one_run(workload, nemesis, broken, seed, args.time_limit,
+                                         Path(tmp) / "broken")
+                found += verdict == "invalid"
+                crashed += verdict == "crashed"
+                if first is not None:
+                    firsts.append(first)
+                verdict, _ = one_run(workload, nemesis, correct, seed, args.time_limit,
+                                     Path(tmp) / "correct")
+                alarms += verdict == "invalid"
+                crashed += verdict == "crashed"
+        rate = f"{found}/{args.runs}"
+        med = f"{statistics.median(firsts):.1f} s" if firsts else "-"
+        print(f"{name:<22} {rate:>9} {med:>21} {alarms:>10}/{args.runs}"
+              + (f"  ({crashed} crashed)" if crashed else ""))
+
+
+if __name__ == "__main__":
+    main()
