@@ -40,12 +40,17 @@ def one_run(workload: str, nemesis: str, flags: list[str], seed: int, time_limit
     cmd = [sys.executable, "-m", "harness.cli", "run", "--workload", workload,
            "--nemesis", nemesis, "--time-limit", str(time_limit), "--seed", str(seed),
            "--results-dir", str(results), *flags]
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=time_limit + 240,
-                   env={**os.environ, "CI": "1"})
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          timeout=time_limit + 240, env={**os.environ, "CI": "1"})
     latest = (results / "latest").resolve()
     try:
         res = json.loads((latest / "results.json").read_text())
     except (OSError, ValueError):
+        res = {}
+    if proc.returncode not in (0, 1, 2) or not res:
+        tail = "\n    ".join(proc.stderr.strip().splitlines()[-6:])
+        print(f"  seed {seed} {' '.join(flags)}: exit {proc.returncode}\n    {tail}",
+              file=sys.stderr)
         return "crashed", None
     return res["verdict"], first_anomaly_s(res)
 

@@ -21,3 +21,17 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is absent: no reference histories to read")
     return path
+
+
+#: Node timings for cluster tests: fast elections, small snapshots.
+FAST = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 600,
+                 "snapshot_threshold": 300, "compaction_margin": 50}}
+
+
+def module_cluster(tmp_path_factory, seed: int):
+    """A started 3-node local cluster with FAST timings; stopped by the caller."""
+    from harness.cluster import LocalCluster
+
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, FAST)
+    c.start(seed=seed)
+    return c

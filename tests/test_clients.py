@@ -13,24 +13,22 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import module_cluster
 
 from checkers.check import check_history
 from checkers.history import History, HistoryWriter, pair, read_jsonl
 from harness.clients import ClientPool, make_client, node_index, process_rng
-from harness.cluster import ROOT, LocalCluster, free_ports, is_alive
+from harness.cluster import ROOT, free_ports, is_alive
 from harness.workloads import StaleTableError, make_workload
 
 cluster_test = pytest.mark.cluster
 
-FAST = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 600,
-                 "snapshot_threshold": 300, "compaction_margin": 50}}
 CONCURRENCY, WORKERS, SECONDS = 6, 2, 3.0
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, FAST)
-    c.start(seed=11)
+    c = module_cluster(tmp_path_factory, seed=11)
     yield c
     c.stop()
 

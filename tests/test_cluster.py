@@ -11,6 +11,7 @@ import urllib.request
 
 import boto3
 import pytest
+from conftest import module_cluster
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -18,8 +19,6 @@ from harness.cluster import LocalCluster, admin_get, admin_post
 
 pytestmark = pytest.mark.cluster
 
-FAST = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 600,
-                 "snapshot_threshold": 300, "compaction_margin": 50}}
 
 
 def client(node, timeout: float = 5.0):
@@ -36,17 +35,15 @@ def retry(fn, timeout: float = 15.0):
     while True:
         try:
             return fn()
-        except (ClientError, OSError, Exception) as e:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - ClientError, connection errors
             if time.monotonic() > deadline:
                 raise
-            last = e
             time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, FAST)
-    c.start(seed=7)
+    c = module_cluster(tmp_path_factory, seed=7)
     yield c
     c.stop()
 

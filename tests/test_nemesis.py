@@ -154,3 +154,18 @@ def test_spec_node_config():
     assert cfg["reads"]["query"] == "read_index" and cfg["lease"] == {"clock": "wall"}
     assert cfg["bugs"] == ["long-lease"] and cfg["raft"]["election_timeout_ms"] == 2000
     assert spec.test_name == "set-none-long-lease"
+
+
+def test_spec_from_toml_with_flag_overrides(tmp_path):
+    from harness.spec import load_spec
+
+    f = tmp_path / "t.toml"
+    f.write_text('workload = "bank"\nnemesis = ["kill", "pause"]\ntime_limit = 12\n'
+                 '[workload_options]\naccounts = 3\n')
+    spec = load_spec(str(f), time_limit=5.0, seed=9)
+    assert (spec.workload, spec.nemesis, spec.time_limit, spec.seed) == (
+        "bank", ["kill", "pause"], 5.0, 9)
+    assert spec.workload_options == {"accounts": 3}
+    f.write_text('workload = "bank"\nnodez = 3\n')
+    with pytest.raises(SpecError, match="unknown key 'nodez'"):
+        load_spec(str(f))
