@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=30.0)
     ap.add_argument("--pairings", default="set-unchecked")
     ap.add_argument("--seed", type=int, default=100, help="first seed; run i uses seed + i")
+    ap.add_argument("--nemesis-interval", type=float, default=5.0)
     args = ap.parse_args()
     print(f"{'pairing':<22} {'detected':>9} {'median first anomaly':>21} {'false alarms':>13}")
     for name in args.pairings.split(","):
@@ -78,14 +79,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.runs):
                 seed = args.seed + i
-                verdict, first = one_run(workload, nemesis, broken, seed, args.time_limit,
-                                         Path(tmp) / "broken")
+                timing = ["--nemesis-interval", str(args.nemesis_interval)]
+                verdict, first = one_run(workload, nemesis, broken + timing, seed,
+                                         args.time_limit, Path(tmp) / "broken")
                 found += verdict == "invalid"
                 crashed += verdict == "crashed"
                 if first is not None:
                     firsts.append(first)
-                verdict, _ = one_run(workload, nemesis, correct, seed, args.time_limit,
-                                     Path(tmp) / "correct")
+                verdict, _ = one_run(workload, nemesis, correct + timing, seed,
+                                     args.time_limit, Path(tmp) / "correct")
                 alarms += verdict == "invalid"
                 crashed += verdict == "crashed"
         rate = f"{found}/{args.runs}"

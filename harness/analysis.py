@@ -108,6 +108,7 @@ def _describe_set_op(op: Any) -> str:
     return f"{op.f} -> {len(got)} elements" if op.status == "ok" else f"{op.f} ({op.status})"
 
 
-def load_spec(directory: Path) -> TestSpec:
+def saved_spec(directory: Path) -> TestSpec:
+    """The spec a results folder was run with (its test.json)."""
     data = json.loads((directory / "test.json").read_text())
     return TestSpec(**data["spec"])

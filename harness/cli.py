@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet-period", type=float, metavar="S")
     r.set_defaults(func=cmd_run)
 
+    an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
+    an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest)")
+    an.set_defaults(func=cmd_analyse)
+
     cl = sub.add_parser("cluster", help="start, inspect and stop local store clusters")
     csub = cl.add_subparsers(dest="action", required=True, parser_class=_Parser)
     up = csub.add_parser("up", help="start N local nodes in the background")
@@ -166,6 +170,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"verdict: {result.verdict.upper()}  (seed {result.seed}; results in "
           f"{result.directory})")
     return result.exit_code
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Check a saved run again: the same checkers, plots and timeline, no cluster."""
+    from pathlib import Path
+
+    from harness.analysis import analyse, saved_spec
+
+    directory = Path(args.dir).resolve()
+    try:
+        spec = saved_spec(directory)
+        verdict, _ = analyse(spec, directory)
+    except (OSError, ValueError, KeyError, HistoryError) as e:
+        print(f"faultline analyse: {directory}: {e}", file=sys.stderr)
+        return EX_DATAERR
+    print((directory / "summary.txt").read_text(), end="")
+    print(f"verdict: {verdict.upper()}")
+    return EXIT[verdict]
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:

@@ -132,12 +132,13 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         print("checking", file=out)
         verdict, results = analyse(spec, directory)
     finally:
+        # heal first, so that clients stuck on a cut-off or paused node finish
         if status:
             status.stop()
-        if pool:
-            pool.close()
         if nemesis:
             nemesis.stop()
+        if pool:
+            pool.close()
         try:
             backend.close()
         finally:

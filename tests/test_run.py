@@ -47,6 +47,9 @@ def test_short_run_with_faults_writes_a_complete_results_folder(tmp_path):
     assert schedule[-1]["f"] == "heal"
     spec = json.loads((run / "test.json").read_text())
     assert spec["seed"] == 11 and spec["spec"]["nemesis"] == ["partition-leader"]
+    # the saved run re-checked offline gives the same verdict
+    again = faultline("analyse", str(run))
+    assert again.returncode == 0 and "verdict: VALID" in again.stdout
 
 
 def test_interrupted_run_heals_keeps_history_and_leaves_no_process(tmp_path):

@@ -604,6 +604,11 @@ class DynamoService:
         item = V.validate_item(raw_item)
         V.extract_key(item, info.key)
         V.check_item_size(item)
+        return await self._conditional_write(r, {"op": "put", "table": name, "item": item})
+
+    async def _conditional_write(self, r: _Req, cmd: dict[str, Any]) -> dict[str, Any]:
+        """PutItem and DeleteItem after their own fields: ReturnValues (ALL_OLD
+        or NONE), the optional ConditionExpression, then the proposal."""
         rv = r.enum_("ReturnValues", ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"), "NONE")
         if rv not in ("NONE", "ALL_OLD"):
             raise validation("ReturnValues can only be ALL_OLD or NONE")
@@ -613,7 +618,6 @@ class DynamoService:
         names, values = self._expression_attributes(r, cond_text is not None)
         cond = E.parse_condition(cond_text, names, values) if cond_text is not None else None
         E.check_unused(names, values, cond)
-        cmd: dict[str, Any] = {"op": "put", "table": name, "item": item}
         _put_optional(cmd, cond=cond_text, names=names, values=values,
                       rv=None if rv == "NONE" else rv, rvcf=None if rvcf == "NONE" else rvcf)
         return _attributes_only(await self._propose(cmd))
@@ -644,19 +648,7 @@ class DynamoService:
         r.no_legacy("Expected", "ConditionalOperator")
         info = self._table(name)
         key = self._key(r, info)
-        rv = r.enum_("ReturnValues", ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"), "NONE")
-        if rv not in ("NONE", "ALL_OLD"):
-            raise validation("ReturnValues can only be ALL_OLD or NONE")
-        rvcf = r.enum_("ReturnValuesOnConditionCheckFailure", ("ALL_OLD", "NONE"), "NONE")
-        self._return_consumed(r, metrics=True)
-        cond_text = r.str_("ConditionExpression")
-        names, values = self._expression_attributes(r, cond_text is not None)
-        cond = E.parse_condition(cond_text, names, values) if cond_text is not None else None
-        E.check_unused(names, values, cond)
-        cmd: dict[str, Any] = {"op": "delete", "table": name, "key": key}
-        _put_optional(cmd, cond=cond_text, names=names, values=values,
-                      rv=None if rv == "NONE" else rv, rvcf=None if rvcf == "NONE" else rvcf)
-        return _attributes_only(await self._propose(cmd))
+        return await self._conditional_write(r, {"op": "delete", "table": name, "key": key})
 
     # -- single-item read ---------------------------------------------------------------
 
