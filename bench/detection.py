@@ -52,16 +52,7 @@ def one_run(workload: str, nemesis: str, flags: list[str], seed: int, time_limit
         print(f"  seed {seed} {' '.join(flags)}: exit {proc.returncode}\n    {tail}",
               file=sys.stderr)
         return "crashed", None
-    return res["verdict"], first_anomaly_s(res)
-
-
-def first_anomaly_s(res: dict) -> float | None:
-    """Seconds from the start of the run to the first anomalous op."""
-    if "set" in res:
-        stale = res["set"].get("details", {}).get("stale_reads", [])
-        times = [s.get("at_s") for s in stale if s.get("at_s") is not None]
-        return min(times) if times else None
-    return None
+    return res["verdict"], res.get("first_anomaly_s")
 
 
 def main() -> None:

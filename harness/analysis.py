@@ -39,6 +39,10 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
             "invalid_keys": [str(k.key) for k in res.keys if k.verdict == INVALID],
             "unknown_keys": {str(k.key): k.reason for k in res.keys if k.verdict == UNKNOWN},
             "witnesses": [k.witness.explanation for k in res.keys if k.witness]}
+        fails = [k.witness.failing_op.call_time for k in res.keys
+                 if k.witness and k.witness.failing_op.call_time is not None]
+        if fails and t0 is not None:
+            results["first_anomaly_s"] = (min(fails) - t0) / 1e9
         describe = get_model("dynamo-item").describe_op
         lines += [f"linearizability: {res.verdict.upper()} over {len(res.keys)} keys",
                   *key_lines(res, describe)]
@@ -50,6 +54,9 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
         res = check_set(ops, t0=t0)
         verdicts.append(res.verdict)
         results["set"] = res.to_dict()
+        stale_at = [r.at_s for r in res.stale_reads if r.at_s is not None]
+        if stale_at:
+            results["first_anomaly_s"] = min(stale_at)
         lines.append(res.describe())
         _set_timeline(directory, spec, res)
     else:
@@ -106,6 +113,12 @@ def _describe_set_op(op: Any) -> str:
         return f"add {op.input}"
     got = op.output if isinstance(op.output, list) else []
     return f"{op.f} -> {len(got)} elements" if op.status == "ok" else f"{op.f} ({op.status})"
+
+
+def write_results(directory: Path, verdict: str, seed: int | None,
+                  results: dict[str, Any]) -> None:
+    (directory / "results.json").write_text(json.dumps(
+        {"verdict": verdict, "seed": seed, **results}, indent=2, default=str))
 
 
 def saved_spec(directory: Path) -> TestSpec:

@@ -176,12 +176,13 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     """Check a saved run again: the same checkers, plots and timeline, no cluster."""
     from pathlib import Path
 
-    from harness.analysis import analyse, saved_spec
+    from harness.analysis import analyse, saved_spec, write_results
 
     directory = Path(args.dir).resolve()
     try:
         spec = saved_spec(directory)
-        verdict, _ = analyse(spec, directory)
+        verdict, results = analyse(spec, directory)
+        write_results(directory, verdict, spec.seed, results)
     except (OSError, ValueError, KeyError, HistoryError) as e:
         print(f"faultline analyse: {directory}: {e}", file=sys.stderr)
         return EX_DATAERR

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from checkers.history import NEMESIS, HistoryWriter
-from harness.analysis import analyse
+from harness.analysis import analyse, write_results
 from harness.clients import ClientPool
 from harness.local_backend import LocalBackend
 from harness.spec import TestSpec
@@ -144,8 +144,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         finally:
             recorder.close()
             _copy_logs(backend, directory)
-    (directory / "results.json").write_text(json.dumps(
-        {"verdict": verdict, "seed": seed, **results}, indent=2, default=str))
+    write_results(directory, verdict, seed, results)
     return RunResult(verdict, directory, seed, results)
 
 
