@@ -234,15 +234,19 @@ class RaftStorage:
             return self._hs, snap, entries
 
     def _create_wal(self) -> None:
+        self._replace_wal(WAL_MAGIC)
+        if self.fsync:
+            _fsync_dir(self.dir)
+
+    def _replace_wal(self, data: bytes | bytearray) -> None:
+        """Write ``data`` to a temporary file, fsync it, rename it over the log."""
         tmp = self._wal_path + ".tmp"
         with open(tmp, "wb") as f:
-            f.write(WAL_MAGIC)
+            f.write(data)
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, self._wal_path)
-        if self.fsync:
-            _fsync_dir(self.dir)
 
     def _read_snapshot(self) -> Snapshot | None:
         try:
@@ -585,13 +589,7 @@ class RaftStorage:
                 length, _ = _HEAD.unpack_from(raw, off)
                 new_offsets.append(len(out))
                 out += raw[off:off + _HEAD.size + length]
-            tmp = self._wal_path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(out)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, self._wal_path)
+            self._replace_wal(out)
             os.close(self._fd)  # type: ignore[arg-type]
             self._fd = os.open(self._wal_path, os.O_RDWR)
             self._written = self._allocated = self._end = len(out)
