@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--pairings", default="set-unchecked")
     ap.add_argument("--seed", type=int, default=100, help="first seed; run i uses seed + i")
     ap.add_argument("--nemesis-interval", type=float, default=5.0)
+    ap.add_argument("--extra", default="", help="more `faultline run` flags for both sides")
     args = ap.parse_args()
     print(f"{'pairing':<22} {'detected':>9} {'median first anomaly':>21} {'false alarms':>13}")
     for name in args.pairings.split(","):
@@ -70,7 +71,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.runs):
                 seed = args.seed + i
-                timing = ["--nemesis-interval", str(args.nemesis_interval)]
+                timing = ["--nemesis-interval", str(args.nemesis_interval), *args.extra.split()]
                 verdict, first = one_run(workload, nemesis, broken + timing, seed,
                                          args.time_limit, Path(tmp) / "broken")
                 found += verdict == "invalid"

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--election-timeout-ms", type=int)
     r.add_argument("--heartbeat-ms", type=int)
     r.add_argument("--quiet-period", type=float, metavar="S")
+    r.add_argument("--client-timeout", type=_positive, metavar="S",
+                   help="a client's read timeout; past it the op is info (default 1)")
     r.set_defaults(func=cmd_run)
 
     an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
@@ -141,7 +143,7 @@ def _nemeses(text: str) -> list[str]:
 _RUN_FIELDS = ("workload", "nodes", "nemesis", "nemesis_interval", "time_limit", "concurrency",
                "rate", "seed", "read_path", "lease_ms", "lease_clock", "lease_anchor",
                "drift_bound", "bugs", "backend", "results_dir", "name",
-               "election_timeout_ms", "heartbeat_ms", "quiet_period")
+               "election_timeout_ms", "heartbeat_ms", "quiet_period", "client_timeout")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ class TestSpec:
     heartbeat_ms: int = 200
     election_timeout_ms: int = 2000
     quiet_period: float = 3.0
-    client_timeout: float = 3.0
+    client_timeout: float = 1.0
     workload_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
