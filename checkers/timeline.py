@@ -322,6 +322,12 @@ def _history_card(ri: int, r: CheckResult) -> str:
 
 # -------------------------------------------------------------- a bad key
 
+#: How the failure box words a witness, by model: the set checker's witness
+#: is a stale read, not an op that cannot be linearized.
+_WORDING = {"": ("cannot be linearized", "The model could have been in"),
+            "set": ("is a stale read", "What it missed")}
+
+
 def _key_section(ri: int, r: CheckResult, ki: int, k: KeyResult,
                  desc: Callable[[Operation], str], max_bars: int, budget: list[int]) -> str:
     sid = f"h{ri}-k{ki}"
@@ -340,14 +346,15 @@ def _key_section(ri: int, r: CheckResult, ki: int, k: KeyResult,
         out.append("</section>")
         return "\n".join(out)
     fail_label = desc(w.failing_op)
+    verb, states_head = _WORDING.get(r.model, _WORDING[""])
     states = w.states[:MAX_STATES]
     more = len(w.states) - len(states)
     out.append('<div class="failure">'
                f'<div>Op <span class="op mono">{_e(fail_label)}</span> '
                f'(op {w.failing_op.id}, process <span class="mono">{_e(w.failing_op.process)}</span>, '
-               f"events {w.failing_op.call}–{_pos(w.failing_op.ret)}) cannot be linearized.</div>"
+               f"events {w.failing_op.call}–{_pos(w.failing_op.ret)}) {verb}.</div>"
                f'<div class="mono">{_e(w.explanation)}</div>'
-               '<div class="states">The model could have been in: '
+               f'<div class="states">{states_head}: '
                + ("".join(f"<code>{_e(s)}</code>" for s in states) or '<span class="muted">no state</span>')
                + (f' <span class="muted">… and {more} more</span>' if more > 0 else "")
                + "</div></div>")

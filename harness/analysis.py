@@ -95,7 +95,7 @@ def _set_timeline(directory: Path, spec: TestSpec, res: Any) -> None:
         keys.append(KeyResult("set", INVALID, len(window), "set", witness=Witness(
             failing_op=failing, linearized=sorted(w.adds, key=lambda op: op.ret),
             states_after=[f"has {a.input}" for a in sorted(w.adds, key=lambda op: op.ret)],
-            states=[f"missing {_brief(w.elements)}"], window=window,
+            states=[_brief(w.elements)], window=window,
             explanation=w.explanation)))
     page = CheckResult(res.verdict, "set", len(keys and keys[0].witness.window or []),
                        res.elapsed, keys, str(directory / "history.jsonl"))
