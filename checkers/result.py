@@ -8,6 +8,8 @@ from typing import Any, Iterable
 from checkers.history import Operation
 
 VALID, INVALID, UNKNOWN = "valid", "invalid", "unknown"
+#: Jepsen's exit codes for a verdict.
+EXIT_CODES = {VALID: 0, INVALID: 1, UNKNOWN: 2}
 
 
 def combine(verdicts: Iterable[str]) -> str:

@@ -59,8 +59,7 @@ def check_key(model: Model, key: Any, ops: list[Operation],
     kept.sort(key=lambda o: o.call)
 
     # Entries 1..n are calls, n+1..2n returns, 0 is the head sentinel.
-    order = sorted(range(2 * n), key=lambda e: (kept[e].call if e < n else
-                                                 _ret_key(kept[e - n], e - n)))
+    order = sorted(range(2 * n), key=lambda e: kept[e].call if e < n else kept[e - n].ret)
     size = 2 * n + 1
     nxt = [0] * size
     prv = [0] * size
@@ -148,10 +147,6 @@ def check_key(model: Model, key: Any, ops: list[Operation],
     lin = [kept[e - 1] for e, _, _ in stack]
     return KeyResult(key, VALID, n, "wgl", linearization=lin, explored=len(cache),
                      elapsed=time.monotonic() - t0)
-
-
-def _ret_key(op: Operation, i: int) -> float:
-    return op.ret if op.ret != NEVER else NEVER
 
 
 def _unknown(key: Any, n: int, reason: str, explored: int, t0: float) -> KeyResult:

@@ -16,12 +16,12 @@ from checkers.check import check_histories
 from checkers.history import HistoryError, Operation
 from checkers.models import MODELS, get_model
 from checkers.report import key_lines, summary_line
-from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, combine
+from checkers.result import EXIT_CODES, INVALID, UNKNOWN, VALID, CheckResult, combine
 from checkers.wgl import Budget
 from harness.spec import BACKENDS, BUG_FLAGS, READ_PATHS, WORKLOADS
 from nemesis.faults import FAULTS
 
-EXIT = {VALID: 0, INVALID: 1, UNKNOWN: 2}
+EXIT = EXIT_CODES
 EX_USAGE, EX_DATAERR = 64, 65
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from checkers.history import NEMESIS, HistoryWriter
+from checkers.result import EXIT_CODES
 from harness.analysis import analyse, write_results
 from harness.clients import ClientPool
 from harness.local_backend import LocalBackend
@@ -31,7 +32,6 @@ from nemesis.nemesis import Nemesis
 
 log = logging.getLogger("runner")
 
-EXIT = {"valid": 0, "invalid": 1, "unknown": 2}
 CRASHED = 255
 
 
@@ -44,7 +44,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT.get(self.verdict, CRASHED)
+        return EXIT_CODES.get(self.verdict, CRASHED)
 
 
 class _Recorder:

@@ -54,9 +54,8 @@ FORWARDED = "X-Faultline-Forwarded"
 #: How long a write waits for its entry to be applied before answering 500.
 PROPOSE_TIMEOUT_S = 5.0
 RANGE_FAMILIES = ("query", "scan", "transact_get_items")
-READ_TARGETS = {"GetItem": "get_item", "Query": "query", "Scan": "scan",
-                "TransactGetItems": "transact_get_items", "BatchGetItem": "batch_get_item",
-                "DescribeTable": None, "ListTables": None}
+READ_TARGETS = frozenset({"GetItem", "Query", "Scan", "TransactGetItems", "BatchGetItem",
+                          "DescribeTable", "ListTables"})
 
 
 def _addr(text: str) -> tuple[str, int]:
@@ -110,6 +109,7 @@ class Node:
         self.store = MVCCStore()
         self.lease = LeaseStats()
         self.service = DynamoService(self)
+        self._forwardable = frozenset(self.service.operations)
         self._pending: dict[int, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._read_ids = itertools.count(1)
@@ -377,7 +377,7 @@ class Node:
         # Followers forward every request to the leader (as elastickv does),
         # except reads under the stale-follower-reads bug.
         local_read = op in READ_TARGETS and self.cfg.has("stale-follower-reads")
-        if self.raft.role != LEADER and not local_read and op in _KNOWN_OPS:
+        if self.raft.role != LEADER and not local_read and op in self._forwardable:
             return await self._forward(request, body)
         try:
             status, payload = await self.service.handle(target, body)
@@ -511,12 +511,6 @@ class Node:
             await self._session.close()
         await self.transport.close()
         self.storage.close()
-
-
-_KNOWN_OPS = frozenset({
-    "CreateTable", "DescribeTable", "DeleteTable", "ListTables", "PutItem", "GetItem",
-    "UpdateItem", "DeleteItem", "Query", "Scan", "BatchGetItem", "BatchWriteItem",
-    "TransactWriteItems", "TransactGetItems"})
 
 
 def _request_id() -> str:
