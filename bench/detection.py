@@ -61,25 +61,29 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=30.0)
     ap.add_argument("--pairings", default="set-unchecked")
     ap.add_argument("--seed", type=int, default=100, help="first seed; run i uses seed + i")
-    ap.add_argument("--nemesis-interval", type=float, default=5.0)
+    ap.add_argument("--nemesis-interval", type=float, default=4.0, help="fault window, s")
+    ap.add_argument("--nemesis-quiet", type=float, default=2.0, help="quiet window, s")
     ap.add_argument("--extra", default="", help="more `faultline run` flags for both sides")
+    ap.add_argument("--keep", metavar="DIR", help="keep the runs' results folders here")
     args = ap.parse_args()
     print(f"{'pairing':<22} {'detected':>9} {'median first anomaly':>21} {'false alarms':>13}")
     for name in args.pairings.split(","):
         workload, nemesis, broken, correct = PAIRINGS[name]
         found, firsts, alarms, crashed = 0, [], 0, 0
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as scratch:
+            tmp = Path(args.keep or scratch) / name
             for i in range(args.runs):
                 seed = args.seed + i
-                timing = ["--nemesis-interval", str(args.nemesis_interval), *args.extra.split()]
+                timing = ["--nemesis-interval", str(args.nemesis_interval),
+                          "--nemesis-quiet", str(args.nemesis_quiet), *args.extra.split()]
                 verdict, first = one_run(workload, nemesis, broken + timing, seed,
-                                         args.time_limit, Path(tmp) / "broken")
+                                         args.time_limit, tmp / "broken")
                 found += verdict == "invalid"
                 crashed += verdict == "crashed"
                 if first is not None:
                     firsts.append(first)
                 verdict, _ = one_run(workload, nemesis, correct + timing, seed,
-                                     args.time_limit, Path(tmp) / "correct")
+                                     args.time_limit, tmp / "correct")
                 alarms += verdict == "invalid"
                 crashed += verdict == "crashed"
         rate = f"{found}/{args.runs}"

@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nodes", type=_count)
     r.add_argument("--nemesis", type=_nemeses, metavar="F1,F2",
                    help=f"faults, comma-separated: {', '.join(FAULT_NAMES)}")
-    r.add_argument("--nemesis-interval", type=_positive, metavar="S")
+    r.add_argument("--nemesis-interval", type=_positive, metavar="S",
+                   help="seconds each fault window lasts (default 4)")
+    r.add_argument("--nemesis-quiet", type=_positive, metavar="S",
+                   help="seconds between fault windows (default 2)")
     r.add_argument("--time-limit", type=_positive, metavar="S")
     r.add_argument("--concurrency", type=_count)
     r.add_argument("--rate", type=float, help="total ops/s (0 = as fast as possible)")
@@ -92,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bug", action="append", choices=BUG_FLAGS, dest="bugs",
                    help="switch on a bug flag of the reference store (repeat)")
     r.add_argument("--backend", choices=BACKENDS)
+    r.add_argument("--nodes-file", metavar="FILE",
+                   help="ssh backend: the nodes (host, port, user, key per node), TOML or JSON")
+    r.add_argument("--known-hosts", metavar="FILE",
+                   help="ssh backend: host keys to check against (default ~/.ssh/known_hosts)")
+    r.add_argument("--insecure-host-keys", action="store_true", default=None,
+                   help="ssh backend: accept any host key, unchecked (prints a warning)")
     r.add_argument("--results-dir", metavar="DIR")
     r.add_argument("--name", help="test name (default: workload-nemesis-bugs)")
     r.add_argument("--election-timeout-ms", type=int)
@@ -121,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dir", required=True)
         sp.set_defaults(func=func)
 
+    dk = sub.add_parser("docker", help="the docker backend: node image, leftovers",
+                        description="Build the node image of the docker backend offline "
+                        "(no registry needed), or remove what docker runs left behind.")
+    dsub = dk.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    db = dsub.add_parser("build", help="build the node image, or reuse it if its inputs "
+                         "are unchanged; prints the tag and the time of each step")
+    db.add_argument("--base", metavar="IMAGE",
+                    help="base image the engine already has (never pulled; default "
+                    "python:3.11-slim when present, else a debootstrapped Debian)")
+    db.add_argument("--rebuild", action="store_true",
+                    help="make the wheelhouse and the image again even if unchanged")
+    db.set_defaults(func=cmd_docker_build)
+    dc = dsub.add_parser("cleanup", help="remove the containers and networks of docker "
+                         "runs (those labelled faultline.run)")
+    dc.set_defaults(func=cmd_docker_cleanup)
+
     nd = sub.add_parser("node", help="run one store node in the foreground",
                         add_help=False)
     nd.add_argument("args", nargs=argparse.REMAINDER)
@@ -140,13 +165,15 @@ def _nemeses(text: str) -> list[str]:
     return names
 
 
-_RUN_FIELDS = ("workload", "nodes", "nemesis", "nemesis_interval", "time_limit", "concurrency",
-               "rate", "seed", "read_path", "lease_ms", "lease_clock", "lease_anchor",
-               "drift_bound", "bugs", "backend", "results_dir", "name",
-               "election_timeout_ms", "heartbeat_ms", "quiet_period", "client_timeout")
+_RUN_FIELDS = ("workload", "nodes", "nemesis", "nemesis_interval", "nemesis_quiet",
+               "time_limit", "concurrency", "rate", "seed", "read_path", "lease_ms",
+               "lease_clock", "lease_anchor", "drift_bound", "bugs", "backend", "results_dir", "name",
+               "election_timeout_ms", "heartbeat_ms", "quiet_period", "client_timeout",
+               "nodes_file", "known_hosts", "insecure_host_keys")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.remote import BackendError
     from harness.runner import CRASHED, run_test
     from harness.spec import SpecError, TestSpec, load_spec
 
@@ -161,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"faultline run: interrupted (seed {spec.seed}); faults healed, nodes "
               "stopped, history kept", file=sys.stderr)
+        return CRASHED
+    except BackendError as e:  # no engine, an unreachable host, a bad nodes file
+        print(f"faultline run: {e} (seed {spec.seed})", file=sys.stderr)
         return CRASHED
     except Exception as e:  # noqa: BLE001 - the test itself crashed: say so, exit 255
         import traceback
@@ -261,6 +291,35 @@ def cmd_cluster_down(args: argparse.Namespace) -> int:
         n.pid = None
     info.save()
     print(f"stopped {len(info.nodes)} nodes of {info.dir}")
+    return 0
+
+
+def cmd_docker_build(args: argparse.Namespace) -> int:
+    from harness.docker_image import DockerImageError, ensure_image
+
+    try:
+        tag = ensure_image(args.base, rebuild=args.rebuild, log=print)
+    except DockerImageError as e:
+        print(f"faultline docker build: {e}", file=sys.stderr)
+        return 1
+    print(tag)
+    return 0
+
+
+def cmd_docker_cleanup(args: argparse.Namespace) -> int:
+    try:
+        from harness.docker_backend import cleanup
+    except ImportError as e:
+        print(f"faultline docker cleanup: the docker backend is missing: {e}", file=sys.stderr)
+        return 1
+    try:
+        removed = cleanup()
+    except Exception as e:  # noqa: BLE001 - engine not answering, API errors: say which
+        print(f"faultline docker cleanup: {e}", file=sys.stderr)
+        return 1
+    for name in removed:
+        print(f"removed {name}")
+    print(f"{len(removed)} removed" if removed else "nothing to remove")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -64,17 +65,37 @@ class ClusterInfo:
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports the kernel just handed out (all held until all are known)."""
-    socks = []
+    """``n`` distinct free ports below the kernel's ephemeral range.
+
+    A node binds its ports a moment after they are chosen; a port from the
+    ephemeral range could meanwhile become the local end of some outgoing
+    connection (the harness makes hundreds), and the node would fail with
+    EADDRINUSE.  Ports below that range are never handed out implicitly.
+    All are held until all are known, so they are distinct."""
+    low, high = 10000, _ephemeral_low() - 1
+    rng = random.SystemRandom()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, rng.randint(low, high)))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return max(int(fh.read().split()[0]), 12000)
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -111,6 +132,13 @@ def admin_post(node: NodeInfo, path: str, body: dict[str, Any],
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
         return {"error": e.read().decode(errors="replace"), "status": e.code}
+
+
+def post_clock(node: NodeInfo, op: dict[str, Any]) -> None:
+    """One clock control (``bump``, ``offset``, ``rate`` or ``reset``) on a node."""
+    out = admin_post(node, "/clock", op)
+    if "error" in out:
+        raise RuntimeError(f"clock {op} on {node.id}: {out['error']}")
 
 
 class LocalCluster:

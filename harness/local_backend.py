@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from harness.cluster import LocalCluster, admin_get, admin_post
+from harness.cluster import LocalCluster, admin_get, admin_post, post_clock
 from nemesis.proxy import ProxyPool
 
 log = logging.getLogger("backend")
@@ -116,9 +116,7 @@ class LocalBackend:
                     p.unblock(reset_dirty=True)
 
     def clock(self, node: str, **op: Any) -> None:
-        out = admin_post(self.cluster.node(node), "/clock", op)
-        if "error" in out:
-            raise RuntimeError(f"clock {op} on {node}: {out['error']}")
+        post_clock(self.cluster.node(node), op)
         with self._lock:
             (self.skewed.discard if op.get("reset") else self.skewed.add)(node)
 

@@ -1,6 +1,7 @@
 """One fault test, start to finish: the phases of ``faultline run``.
 
-set up the cluster and tables -> clients and nemesis until the time limit ->
+set up the cluster (on the backend the spec names: harness/backends.py) and
+tables -> clients and nemesis until the time limit ->
 heal (every fault removed) -> quiet period -> final reads -> check -> report
 -> tear down.  Whatever happens (Ctrl-C, a crashed node, a checker that
 raises), the teardown heals every fault, keeps the history written so far
@@ -26,7 +27,7 @@ from checkers.history import NEMESIS, HistoryWriter
 from checkers.result import EXIT_CODES
 from harness.analysis import analyse, write_results
 from harness.clients import ClientPool
-from harness.local_backend import LocalBackend
+from harness.backends import RunBackend, make_backend, wait_for_leader
 from harness.spec import TestSpec
 from nemesis.nemesis import Nemesis
 
@@ -99,7 +100,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         {"spec": spec.to_dict(), "seed": seed, "node_config": spec.node_config(),
          "python": sys.version.split()[0], "started": datetime.now().isoformat()}, indent=2))
     _point_latest(directory)
-    backend = LocalBackend(directory / "cluster", spec.nodes, spec.node_config(), seed)
+    backend = make_backend(spec, directory / "cluster", seed)
     recorder = _Recorder(directory, time.monotonic_ns())
     pool: ClientPool | None = None
     nemesis: Nemesis | None = None
@@ -108,12 +109,16 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
     try:
         print(f"setting up {spec.nodes} nodes ({spec.backend})", file=out)
         backend.start()
+        links = getattr(backend, "link_mode", None)
+        if links in ("netem", "proxy"):
+            print(f"delay and loss through {'tc netem' if links == 'netem' else 'proxies'}",
+                  file=out)
         pool = ClientPool(spec.workload, spec.workload_options, backend.endpoints(),
                           concurrency=spec.concurrency, rate=spec.rate, seed=seed,
                           timeout=spec.client_timeout, on_event=recorder.event)
         pool.setup()
         nemesis = Nemesis(backend, spec.nemesis, spec.nemesis_interval,
-                          random.Random(seed), recorder.nemesis)
+                          random.Random(seed), recorder.nemesis, quiet=spec.nemesis_quiet)
         status = _Status(pool, recorder, spec.time_limit, out, live)
         pool.start()
         nemesis.start()
@@ -126,7 +131,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         backend.heal_all()
         recorder.nemesis("heal", {"nodes": backend.node_ids})
         time.sleep(spec.quiet_period)
-        backend.cluster.wait_for_leader(timeout=30)
+        wait_for_leader(backend, timeout=30)
         pool.run_final()
         recorder.close()
         print("checking", file=out)
@@ -159,7 +164,7 @@ def _point_latest(directory: Path) -> None:
         log.warning("could not point %s at the run: %s", latest, e)
 
 
-def _copy_logs(backend: LocalBackend, directory: Path) -> None:
+def _copy_logs(backend: RunBackend, directory: Path) -> None:
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     for f in backend.log_files():

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 WORKLOADS = ("register", "set", "bank")
-BACKENDS = ("local",)
+BACKENDS = ("local", "docker", "ssh")
 READ_PATHS = ("lease", "read_index", "local")
 LEASE_CLOCKS = ("monotonic", "wall")
 LEASE_ANCHORS = ("sent", "received")
@@ -34,9 +34,14 @@ class TestSpec:
     workload: str = "set"
     nodes: int = 5
     nemesis: list[str] = field(default_factory=list)
-    nemesis_interval: float = 5.0
+    #: seconds each fault window lasts ...
+    nemesis_interval: float = 4.0
+    #: ... and each quiet window between them (long enough for a new leader
+    #: and for clients to find it again)
+    nemesis_quiet: float = 2.0
     time_limit: float = 30.0
-    concurrency: int = 10
+    #: four clients per node by default, so a cut-off node sees steady reads
+    concurrency: int = 20
     rate: float = 0.0
     seed: int | None = None
     backend: str = "local"
@@ -55,10 +60,19 @@ class TestSpec:
     quiet_period: float = 3.0
     client_timeout: float = 1.0
     workload_options: dict[str, Any] = field(default_factory=dict)
+    #: ssh backend: the nodes (host, port, user, key per node) as a TOML or JSON file
+    nodes_file: str | None = None
+    #: ssh backend: the known-hosts file host keys are checked against (default ~/.ssh/known_hosts)
+    known_hosts: str | None = None
+    #: ssh backend: accept unknown host keys (an explicit opt-out of host key checking)
+    insecure_host_keys: bool = False
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
         _choice("backend", self.backend, BACKENDS)
+        if self.backend == "ssh" and not self.nodes_file:
+            raise SpecError("--nodes-file: required with --backend ssh (a TOML or JSON file "
+                            "listing host, port, user and key of every node)")
         if self.read_path is not None:
             _choice("read-path", self.read_path, READ_PATHS)
         if self.lease_clock is not None:
@@ -75,7 +89,8 @@ class TestSpec:
             if value < low:
                 raise SpecError(f"--{name}: must be at least {low}, got {value}")
         for name, value in (("time-limit", self.time_limit),
-                            ("nemesis-interval", self.nemesis_interval)):
+                            ("nemesis-interval", self.nemesis_interval),
+                            ("nemesis-quiet", self.nemesis_quiet)):
             if value <= 0:
                 raise SpecError(f"--{name}: must be positive, got {value}")
         if self.rate < 0:

@@ -1,12 +1,14 @@
 """The nemesis: a seeded schedule of faults applied while clients run.
 
-Every ``interval`` seconds the nemesis alternates between a quiet window and
-a fault window.  In a fault window every fault named in the test starts, in
-the order given (so ``partition-leader,clock-bump`` first cuts the leader
-off, then sets that same leader's clock back), and they stop together in
-reverse order at the window's end.  The choices come from one seeded
-``random.Random``, so a seed gives the same fault schedule; every start and
-stop is reported (``record``) for the history and ``schedule.jsonl``.
+The nemesis alternates a quiet window (``quiet`` seconds, by default
+``interval``) and a fault window (``interval`` seconds).  In a fault window
+every fault named in the test starts, in the order given (so
+``partition-leader,clock-bump`` first cuts the leader off, then sets that
+same leader's clock back), faults that act while active (strobe, churn) act,
+and at the window's end they stop together in reverse order.  The choices
+come from one seeded ``random.Random``, so a seed gives the same fault
+schedule; every start and stop is reported (``record``) for the history and
+``schedule.jsonl``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ Record = Callable[[str, dict[str, Any]], None]
 
 class Nemesis:
     def __init__(self, backend: Backend, faults: list[str], interval: float,
-                 rng: random.Random, record: Record) -> None:
+                 rng: random.Random, record: Record, quiet: float | None = None) -> None:
         unknown = [f for f in faults if f not in FAULTS]
         if unknown:
             raise ValueError(f"unknown fault {unknown[0]!r}; choose from {', '.join(FAULTS)}")
         self.backend, self.faults, self.interval = backend, faults, interval
+        self.quiet = interval if quiet is None else quiet
         self.rng, self.record = rng, record
         self.active: list[Active] = []
         self._lock = threading.Lock()
@@ -44,14 +47,16 @@ class Nemesis:
             self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.quiet):
             with self._lock:
-                if self.active:
-                    self._stop_all()
-                    continue
                 for name in self.faults:
                     self._start(name)
-            self._tick_until(time.monotonic() + self.interval)
+            deadline = time.monotonic() + self.interval
+            self._tick_until(deadline)
+            if self._stop.wait(max(0.0, deadline - time.monotonic())):
+                return  # stop() undoes what is active
+            with self._lock:
+                self._stop_all()
 
     def _start(self, name: str) -> None:
         try:

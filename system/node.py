@@ -319,12 +319,12 @@ class Node:
         if path == "local" or self.raft.role != LEADER and self.cfg.has("stale-follower-reads"):
             self.lease.count(family, "unchecked")
             return
-        if self.raft.role != LEADER:
-            raise errors.internal_server_error("not the leader")
         duration = self.cfg.lease_duration_ms
         if path == "lease" and duration > 0 and self._lease_holds(duration):
             self.lease.count(family, "hits")
             return
+        if self.raft.role != LEADER:
+            raise errors.internal_server_error("not the leader")
         self.lease.count(family, "misses")
         started, gen = self.lease_now(), self.raft.lease_generation
         timeout = self.cfg.lease.check_timeout_ms / 1000.0
@@ -350,7 +350,10 @@ class Node:
             return False
         # A lease read serves local state: everything committed must be
         # applied, and the leader must know the commit index of its term.
-        noop_done = r.log.term(r.commit) == r.term or self.cfg.has("no-noop-read")
+        # (Only an ex-leader whose lease survived a transfer gets here as a
+        # non-leader; it knows no better than its own commit index.)
+        noop_done = (r.role != LEADER or r.log.term(r.commit) == r.term
+                     or self.cfg.has("no-noop-read"))
         return noop_done and r.applied >= r.commit
 
     async def _read_index(self) -> int:
@@ -375,8 +378,12 @@ class Node:
         target = request.headers.get("X-Amz-Target", "")
         op = target.rpartition(".")[2]
         # Followers forward every request to the leader (as elastickv does),
-        # except reads under the stale-follower-reads bug.
-        local_read = op in READ_TARGETS and self.cfg.has("stale-follower-reads")
+        # except reads under the stale-follower-reads bug, and reads at an
+        # ex-leader whose lease survived a transfer (lease-survives-transfer).
+        local_read = op in READ_TARGETS and (
+            self.cfg.has("stale-follower-reads")
+            or self.cfg.has("lease-survives-transfer") and self._lease_holds(
+                self.cfg.lease_duration_ms))
         if self.raft.role != LEADER and not local_read and op in self._forwardable:
             return await self._forward(request, body)
         try:

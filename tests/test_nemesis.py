@@ -169,3 +169,23 @@ def test_spec_from_toml_with_flag_overrides(tmp_path):
     f.write_text('workload = "bank"\nnodez = 3\n')
     with pytest.raises(SpecError, match="unknown key 'nodez'"):
         load_spec(str(f))
+
+
+@pytest.mark.parametrize("faults", [["partition-one"], ["leader-churn"]])
+def test_fault_and_quiet_windows_have_their_own_lengths(faults):
+    """Faults last ``interval``, the gaps between them ``quiet``; a fault
+    that acts while active (churn) lasts one window too, not two."""
+    b = RecordingBackend()
+    stamps: list[tuple[str, float]] = []
+    nem = Nemesis(b, faults, 0.3, random.Random(3),
+                  lambda f, v: stamps.append((f, time.monotonic())), quiet=0.1)
+    t0 = time.monotonic()
+    nem.start()
+    time.sleep(1.0)
+    nem.stop()
+    starts = [t for f, t in stamps if f.startswith("start-")]
+    stops = [t for f, t in stamps if f.startswith("stop-")]
+    assert len(starts) >= 2 and len(stops) == len(starts)
+    assert 0.08 <= starts[0] - t0 <= 0.2                   # the first quiet window
+    assert 0.25 <= stops[0] - starts[0] <= 0.4              # a fault window
+    assert 0.08 <= starts[1] - stops[0] <= 0.2              # the next quiet window

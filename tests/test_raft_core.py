@@ -418,6 +418,11 @@ def test_lease_survives_transfer_flag(survives):
         assert node.lease_generation == gen and node.quorum_ack_time("sent") == before
     else:
         assert node.lease_generation == gen + 1 and node.quorum_ack_time("sent") is None
+    assert sim.run_until(lambda: node.role != LEADER, 200)
+    # ... and still keeps them once the target has taken over
+    kept = node.quorum_ack_time("sent")
+    assert (kept is not None and kept >= before) if survives else kept is None
+    assert (node.lease_generation == gen) if survives else (node.lease_generation > gen)
 
 
 # --------------------------------------------------------------------------

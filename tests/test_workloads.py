@@ -56,7 +56,7 @@ def test_written_values_are_unique_across_processes():
         w = make_workload(name)
         values = [written(op) for p in (0, 1, 7, 13) for op in ops_of(w, p, 500)]
         values = [v for v in values if v is not None]
-        assert len(values) > 500 and len(values) == len(set(values))
+        assert len(values) > 300 and len(values) == len(set(values))
         assert all(isinstance(v, int) and v > 0 for v in values)
         # process p writes p * 10**9 + n
         assert {v // VALUE_BASE for v in values} == {0, 1, 7, 13}

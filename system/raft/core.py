@@ -107,7 +107,9 @@ class RaftConfig:
     it may miss entries committed by its predecessor),
     ``lease_survives_transfer=True`` (``lease-survives-transfer``: sending
     TimeoutNow neither bumps the lease generation nor clears the quorum ack
-    times).
+    times, and the step-down that follows keeps them: the ex-leader's
+    :meth:`quorum_ack_time` still answers, as if the invalidation callback
+    had never fired).
     """
 
     id: str
@@ -228,6 +230,9 @@ class RaftNode:
         self._seq = 0
         self._lease_floor_seq = 0
         self.lease_generation = 0
+        #: quorum ack times (by anchor) a leader kept when it stepped down
+        #: after a transfer, under ``lease_survives_transfer`` only
+        self._kept_acks: dict[str, float | None] = {}
         self._transferee: str | None = None
         self._transfer_elapsed = 0
         self._pending_reads: deque[tuple[Any, int, int]] = deque()
@@ -462,9 +467,10 @@ class RaftNode:
         acknowledgement: the time the acknowledged message was sent by us
         (``anchor="sent"``) or the time its acknowledgement arrived
         (``"received"``)). None when not leader or no quorum has answered
-        since leadership began or the lease was last invalidated."""
+        since leadership began or the lease was last invalidated (but see
+        ``lease_survives_transfer``)."""
         if self.role != LEADER:
-            return None
+            return self._kept_acks.get(anchor)
         if anchor == "sent":
             times = [pr.ack_sent for p, pr in self._prs.items() if p != self.id]
         elif anchor == "received":
@@ -529,6 +535,8 @@ class RaftNode:
 
     def _become_follower(self, term: int, lead: str | None) -> None:
         was_leader = self.role == LEADER
+        if was_leader and self._transferee is not None and self.config.lease_survives_transfer:
+            self._kept_acks = {a: self.quorum_ack_time(a) for a in ("sent", "received")}
         if term > self.term:
             self.term = term
             self.vote = None
@@ -539,7 +547,8 @@ class RaftNode:
             self._leave_leadership()
 
     def _leave_leadership(self) -> None:
-        self._invalidate_lease("step-down")
+        if not self._kept_acks:
+            self._invalidate_lease("step-down")
         self._dropped_reads.extend(ctx for ctx, _, _ in self._pending_reads)
         self._dropped_reads.extend(self._reads_waiting_noop)
         self._pending_reads.clear()
@@ -555,6 +564,7 @@ class RaftNode:
         last = self.log.last_index()
         self._prs = {p: Progress(last + 1, self._ticks) for p in self.peers}
         self._lease_floor_seq = self._seq
+        self._kept_acks = {}
         noop = Entry(last + 1, self.term, b"")
         self.log.append([noop])
         self._prs[self.id].match = noop.index

@@ -1,0 +1,318 @@
+"""What the docker and ssh backends share, without an engine or a host: the cut
+and iptables rule builders, the node command line, the shell scripts that start,
+stop and signal a node (run here on this machine), the fault bookkeeping over a
+fake channel, and the backend factory."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import remote
+from harness.backends import make_backend, wait_for_leader
+from harness.remote import (CHAIN, BackendError, RemoteBackend, RemoteNode, chain_load_script,
+                            chain_setup_script, chain_teardown_script, cuts_of, drop_rules,
+                            netem_script, node_argv)
+from harness.spec import BACKENDS, SpecError, TestSpec
+
+IDS = ["n1", "n2", "n3"]
+
+
+def nodes(workdir: str = "/w") -> dict[str, RemoteNode]:
+    return {nid: RemoteNode(nid, f"10.0.0.{i + 11}", f"{workdir}/{nid}")
+            for i, nid in enumerate(IDS)}
+
+
+# ------------------------------------------------------------------ cuts and rules
+
+
+def test_cuts_of_isolation_halves_and_bridge():
+    assert cuts_of([["n1"], ["n2", "n3"]], IDS) == {("n1", "n2"), ("n2", "n1"),
+                                                    ("n1", "n3"), ("n3", "n1")}
+    assert cuts_of([IDS], IDS) == set()
+    # a bridge node is in both groups: it talks to everyone, the others not to each other
+    assert cuts_of([["n1", "n2"], ["n1", "n3"]], IDS) == {("n2", "n3"), ("n3", "n2")}
+
+
+def test_drop_rules_direct_links_drop_by_peer_address_at_both_ends():
+    rules = drop_rules(cuts_of([["n1"], ["n2", "n3"]], IDS), nodes())
+    assert sorted(rules["n1"]) == sorted([
+        f"-A {CHAIN} -d 10.0.0.12/32 -j DROP", f"-A {CHAIN} -s 10.0.0.12/32 -j DROP",
+        f"-A {CHAIN} -d 10.0.0.13/32 -j DROP", f"-A {CHAIN} -s 10.0.0.13/32 -j DROP"])
+    assert sorted(rules["n2"]) == [f"-A {CHAIN} -d 10.0.0.11/32 -j DROP",
+                                   f"-A {CHAIN} -s 10.0.0.11/32 -j DROP"]
+    assert drop_rules(set(), nodes()) == {"n1": [], "n2": [], "n3": []}
+
+
+def test_drop_rules_one_way_cut():
+    rules = drop_rules({("n1", "n2")}, nodes())
+    assert rules == {"n1": [f"-A {CHAIN} -d 10.0.0.12/32 -j DROP"],
+                     "n2": [f"-A {CHAIN} -s 10.0.0.11/32 -j DROP"], "n3": []}
+
+
+def test_drop_rules_proxied_links_drop_the_senders_proxy_ports():
+    ports = {("n1", "n2"): ("10.0.0.1", [4001, 4000]), ("n2", "n1"): ("10.0.0.1", [5000, 5001])}
+    rules = drop_rules({("n1", "n2")}, nodes(), ports)
+    assert rules == {"n1": [f"-A {CHAIN} -d 10.0.0.1/32 -p tcp -m multiport --dports "
+                            "4000,4001 -j DROP"], "n2": [], "n3": []}
+
+
+def test_chain_scripts_are_idempotent_and_replace_the_whole_chain():
+    setup = chain_setup_script()
+    assert f"-N {CHAIN}" in setup and f"-C INPUT -j {CHAIN}" in setup
+    assert f"-I OUTPUT 1 -j {CHAIN}" in setup
+    load = chain_load_script(["-A FAULTLINE -d 10.0.0.2/32 -j DROP"])
+    assert "iptables-restore -w --noflush" in load and f":{CHAIN} - [0:0]" in load
+    assert "COMMIT" in load
+    assert f"-X {CHAIN}" in chain_teardown_script()
+
+
+def _in_private_netns(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_chain_scripts_in_a_private_network_namespace():
+    """The generated iptables scripts run for real in a throwaway netns (root only)."""
+    if shutil.which("unshare") is None or shutil.which("iptables-restore") is None:
+        pytest.skip("needs unshare and iptables")
+    probe = _in_private_netns("iptables -w -S")
+    if probe.returncode != 0:
+        pytest.skip(f"no private network namespace with iptables here: {probe.stderr.strip()}")
+    rules = drop_rules(cuts_of([["n1"], ["n2", "n3"]], IDS), nodes())["n1"]
+    script = " && ".join([chain_setup_script(), chain_setup_script(),  # twice: one jump
+                          chain_load_script(["-A FAULTLINE -d 9.9.9.9/32 -j DROP"]),
+                          chain_load_script(rules), "iptables -w -S",
+                          chain_load_script([]), "echo HEALED", "iptables -w -S",
+                          chain_teardown_script(), "echo GONE", "iptables -w -S"])
+    out = _in_private_netns(script)
+    assert out.returncode == 0, out.stderr
+    loaded, healed = out.stdout.split("HEALED")
+    healed, gone = healed.split("GONE")
+    assert loaded.count(f"-A INPUT -j {CHAIN}") == 1 and loaded.count(f"-A OUTPUT -j {CHAIN}") == 1
+    assert "9.9.9.9" not in loaded  # replaced, not appended
+    assert sum(line.startswith(f"-A {CHAIN}") for line in loaded.splitlines()) == 4
+    assert f"-A {CHAIN}" not in healed and f"-N {CHAIN}" in healed
+    assert CHAIN not in gone
+
+
+def test_netem_script_shapes_only_peer_traffic_and_zero_removes_it():
+    s = netem_script(["10.0.0.12", "10.0.0.13"], 50, 0.1)
+    assert "netem delay 50ms loss 10%" in s and "prio bands 4" in s
+    assert s.count("u32 match ip dst") == 2 and "10.0.0.13/32" in s
+    off = netem_script(["10.0.0.12"], 0, 0)
+    assert "netem" not in off and "qdisc del" in off
+
+
+# ------------------------------------------------------------------ node command and scripts
+
+
+def test_node_argv_peers_and_links():
+    ns = nodes()
+    argv = node_argv(ns["n1"], list(ns.values()), seed=7)
+    assert argv[:3] == ["python3", "-m", "system.node"]
+    assert "--peer" in argv and "n2=10.0.0.12:7000/10.0.0.12:8000" in argv
+    assert argv[-2:] == ["--seed", "7"] and "--data" in argv and "/w/n1/data" in argv
+    via = node_argv(ns["n1"], list(ns.values()), {("n1", "n2"): ("10.0.0.1:4000", "10.0.0.1:4001")})
+    assert "n2=10.0.0.1:4000/10.0.0.1:4001" in via and "n3=10.0.0.13:7000/10.0.0.13:8000" in via
+    assert "--seed" not in via
+
+
+def _sh(script: str) -> int:
+    return subprocess.run(["sh", "-c", script], timeout=30).returncode
+
+
+def _state(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_start_signal_kill_and_stop_scripts_on_this_machine(tmp_path):
+    """The very scripts both backends send, run with sh here on a sleeping stand-in."""
+    node = RemoteNode("n1", "127.0.0.1", str(tmp_path / "n1"), python=sys.executable)
+    argv = [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(120)"]
+    assert _sh(remote.start_script(node, argv)) == 0
+    assert Path(node.pidfile).read_text().strip()  # written before the script returns
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+            Path(node.log).exists() and "up" in Path(node.log).read_text()):
+        time.sleep(0.05)
+    pid = int(Path(node.pidfile).read_text())
+    try:
+        assert _sh(remote.alive_script(node)) == 0
+        assert os.getsid(pid) == pid  # its own session: not killed with the channel
+        assert _sh(remote.signal_script(node, "STOP")) == 0
+        time.sleep(0.2)
+        assert _state(pid).startswith("T")
+        assert _sh(remote.kill_script(node)) == 0  # continues, kills and waits
+        assert _sh(remote.alive_script(node)) != 0
+        assert Path(node.data).is_dir()
+        # a restart appends to the same log; stop is TERM then KILL
+        assert _sh(remote.start_script(node, argv)) == 0
+        while time.monotonic() < deadline and Path(node.log).read_text().count("up") < 2:
+            time.sleep(0.05)
+        pid = int(Path(node.pidfile).read_text())
+        assert _sh(remote.stop_script(node, grace_s=2)) == 0
+        assert _sh(remote.alive_script(node)) != 0
+        assert Path(node.log).read_text().count("up") == 2
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# ------------------------------------------------------------------ the base class over a fake channel
+
+
+class FakeBackend(RemoteBackend):
+    """Records every script; hosts 'freeze' like docker containers."""
+
+    name = "fake"
+    freezes_hosts = True
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, 3, {}, 1)
+        self.nodes = nodes()
+        self.scripts: list[tuple[str, str]] = []
+        self.frozen: set[str] = set()
+
+    def _sh(self, node, script, *, timeout=60.0):
+        assert node not in self.frozen, f"exec in frozen {node}"
+        self.scripts.append((node, script))
+        return 0, ""
+
+    def _fetch(self, node, dest):
+        (dest / f"{node}.log").write_text("log")
+
+    def _provision(self):
+        return list(nodes().values()), "10.0.0.1"
+
+    def _release(self):
+        self.released = True
+
+    def _freeze(self, node):
+        self.frozen.add(node)
+
+    def _thaw(self, node):
+        self.frozen.discard(node)
+
+    def loads(self, node: str) -> list[str]:
+        return [s for n, s in self.scripts if n == node and "iptables-restore" in s]
+
+
+def test_partition_of_a_frozen_host_waits_for_its_resume(tmp_path):
+    b = FakeBackend(tmp_path)
+    b.pause("n1")
+    b.partition([["n1"], ["n2", "n3"]])
+    assert b.loads("n1") == [] and len(b.loads("n2")) == 1  # its peers cut it off already
+    b.resume("n1")
+    assert len(b.loads("n1")) == 1 and "10.0.0.12" in b.loads("n1")[0]
+    b.pause("n2")
+    b.kill("n2")  # a frozen node is resumed before it is killed
+    assert "n2" not in b.paused and "n2" in b.killed
+    b.heal_all()
+    assert not b.killed and not b.paused
+    assert all(":FAULTLINE - [0:0]\nCOMMIT" in b.loads(n)[-1] for n in IDS)
+
+
+def test_close_resumes_stops_collects_and_releases_even_when_called_twice(tmp_path):
+    b = FakeBackend(tmp_path)
+    b.pause("n3")
+    b.close()
+    b.close()
+    assert b.released and not b.frozen
+    assert [p.name for p in b.log_files()] == ["n1.log", "n2.log", "n3.log"]
+    assert any("kill -TERM" in s for n, s in b.scripts if n == "n3")
+
+
+def test_delay_without_shaping_links_is_refused(tmp_path):
+    b = FakeBackend(tmp_path)
+    with pytest.raises(BackendError, match="--nemesis"):
+        b.set_delay(50)
+    b.set_delay(0)  # removing nothing is fine
+
+
+def test_sigint_held_until_the_block_is_done():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with remote.sigint_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            done.append(True)
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_extract_tree_drops_the_top_folder_and_refuses_escapes(tmp_path):
+    from harness.docker_backend import extract_tree
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("faultline/n1.log", b"log"), ("faultline/data/wal", b"w"),
+                           ("faultline/../../evil", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    extract_tree(buf.getvalue(), tmp_path / "out")
+    assert (tmp_path / "out" / "n1.log").read_bytes() == b"log"
+    assert (tmp_path / "out" / "data" / "wal").read_bytes() == b"w"
+    assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+
+
+# ------------------------------------------------------------------ selection
+
+
+def test_backends_and_the_ssh_spec_fields():
+    assert set(BACKENDS) == {"local", "docker", "ssh"}
+    with pytest.raises(SpecError, match="--nodes-file"):
+        TestSpec(backend="ssh")
+    spec = TestSpec(backend="ssh", nodes_file="n.toml", known_hosts="kh")
+    assert spec.to_dict()["nodes_file"] == "n.toml" and spec.insecure_host_keys is False
+
+
+def test_make_backend_builds_each_backend_without_starting_it(tmp_path):
+    from harness.docker_backend import DockerBackend
+    from harness.local_backend import LocalBackend
+    from harness.ssh_backend import SshBackend
+
+    local = make_backend(TestSpec(nodes=3), tmp_path / "l", 1)
+    assert isinstance(local, LocalBackend)
+    local.close()
+    docker = make_backend(TestSpec(backend="docker", nodes=3, nemesis=["delay"]), tmp_path, 1)
+    assert isinstance(docker, DockerBackend) and docker.shaping and docker.node_ids == IDS
+    nf = tmp_path / "nodes.toml"
+    nf.write_text('user = "u"\n' + '[[nodes]]\nhost = "10.1.1.1"\n' * 3)
+    ssh = make_backend(TestSpec(backend="ssh", nodes=3, nodes_file=str(nf)), tmp_path, 1)
+    assert isinstance(ssh, SshBackend) and not ssh.shaping
+    assert [h.user for h in ssh.hosts.values()] == ["u"] * 3
+    with pytest.raises(BackendError, match="lists 3 node.*asks for 5"):
+        make_backend(TestSpec(backend="ssh", nodes=5, nodes_file=str(nf)), tmp_path, 1)
+
+
+def test_wait_for_leader_polls_the_backend():
+    class B:
+        node_ids = IDS
+        calls = 0
+
+        def leader(self):
+            self.calls += 1
+            return "n2" if self.calls >= 3 else None
+
+    assert wait_for_leader(B(), timeout=5) == "n2"  # type: ignore[arg-type]
+
+    class Never(B):
+        def leader(self):
+            return None
+
+    with pytest.raises(TimeoutError):
+        wait_for_leader(Never(), timeout=0.3)  # type: ignore[arg-type]
