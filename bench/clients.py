@@ -54,14 +54,14 @@ def _null_server(port: int, ready: mp.Event) -> None:  # type: ignore[valid-type
 
 
 def measure(endpoints: list[tuple[str, str]], seconds: float, concurrency: int,
-            workers: int) -> tuple[float, dict[str, int]]:
+            workers: int, table: str) -> tuple[float, dict[str, int]]:
     """Acknowledged-or-not completions per second over ``seconds``."""
     events = [0]
 
     def sink(type: str, *a: object, **kw: object) -> None:
         events[0] += type != "invoke"
 
-    pool = ClientPool("register", {}, endpoints, concurrency=concurrency, seed=1,
+    pool = ClientPool("register", {"table": table}, endpoints, concurrency=concurrency, seed=1,
                       timeout=2.0, on_event=sink, workers=workers)
     with pool:
         pool.setup()
@@ -83,7 +83,7 @@ def main() -> None:
     print(f"{'target':<22} {'workers':>7} {'ops/s':>8}   ok/fail/info")
 
     def row(target: str, eps: list[tuple[str, str]], w: int) -> None:
-        rate, c = measure(eps, args.seconds, args.concurrency, w)
+        rate, c = measure(eps, args.seconds, args.concurrency, w, f"bench_w{w}")
         print(f"{target:<22} {w:>7} {rate:>8.0f}   "
               f"{c.get('ok', 0)}/{c.get('fail', 0)}/{c.get('info', 0)}", flush=True)
 

@@ -117,6 +117,8 @@ class Node:
         self._lease_until = 0.0
         self._lease_gen = -1
         self._wake = asyncio.Event()
+        #: set (and replaced) whenever this node's role or leader changes
+        self._leader_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
@@ -271,6 +273,8 @@ class Node:
         log.info("role %s, term %d, leader %s", role, self.raft.term, leader)
         if role != LEADER:
             self._lease_until = 0.0
+        self._leader_changed.set()
+        self._leader_changed = asyncio.Event()
 
     def _compact(self) -> None:
         index = self.raft.applied
@@ -404,17 +408,35 @@ class Node:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "transfer-encoding")}
         headers[FORWARDED] = self.id
-        assert self._session is not None
-        try:
-            async with self._session.post(f"http://{host}:{port}/", data=body,
-                                          headers=headers) as resp:
+        session = self._session
+        assert session is not None
+
+        async def call() -> web.Response:
+            async with session.post(f"http://{host}:{port}/", data=body,
+                                    headers=headers) as resp:
                 data = await resp.read()
                 return web.Response(status=resp.status, body=data, headers={
                     "Content-Type": JSON_TYPE,
                     "x-amzn-RequestId": resp.headers.get("x-amzn-RequestId", _request_id())})
+
+        # A leader that is cut off never answers; once this node hears of a
+        # new term or leader, give up on the old one (the client may retry)
+        # instead of holding the request until the client's timeout.
+        forward = asyncio.ensure_future(call())
+        changed = asyncio.ensure_future(self._leader_changed.wait())
+        try:
+            await asyncio.wait((forward, changed), return_when=asyncio.FIRST_COMPLETED)
+            if forward.done():
+                return forward.result()
+            err = errors.service_unavailable(
+                f"leadership changed while forwarding to {leader}; retry")
+            return _json_response(err.status, err.to_body())
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             err = errors.internal_server_error(f"forwarding to leader {leader} failed: {e}")
             return _json_response(err.status, err.to_body())
+        finally:
+            for task in (forward, changed):
+                task.cancel()
 
     # ------------------------------------------------------------ HTTP: admin
 

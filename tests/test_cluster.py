@@ -11,7 +11,7 @@ import urllib.request
 
 import boto3
 import pytest
-from conftest import module_cluster
+from conftest import FAST, module_cluster
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -321,6 +321,35 @@ def test_ex_leader_serves_reads_after_a_transfer_only_with_the_bug(tmp_path, bug
     finally:
         for pid in paused:
             os.kill(pid, signal.SIGCONT)
+        c.stop()
+
+
+def test_a_request_forwarded_to_a_lost_leader_ends_when_a_new_one_is_elected(tmp_path):
+    """The leader is paused: a follower's forwarded PutItem would hang until the
+    client gives up; it ends (503, retryable) as soon as the follower hears of
+    a new term."""
+    c = LocalCluster(tmp_path, 3, FAST)
+    c.start(seed=6)
+    paused = None
+    try:
+        leader = c.node(c.wait_for_leader())
+        follower = next(n for n in c.nodes if n.id != leader.id)
+        db = client(follower, timeout=20.0)
+        retry(lambda: db.create_table(
+            TableName="fwd", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST"))
+        os.kill(leader.pid, signal.SIGSTOP)
+        paused = leader.pid
+        t0 = time.monotonic()
+        with pytest.raises(ClientError) as e:
+            db.put_item(TableName="fwd", Item={"pk": {"S": "a"}})
+        assert time.monotonic() - t0 < 10.0
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert "leadership changed" in str(e.value)
+    finally:
+        if paused:
+            os.kill(paused, signal.SIGCONT)
         c.stop()
 
 
