@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--heartbeat-ms", type=int)
     r.add_argument("--quiet-period", type=float, metavar="S")
     r.add_argument("--client-timeout", type=_positive, metavar="S",
-                   help="a client's read timeout; past it the op is info (default 1)")
+                   help="a client's read timeout; past it the op is info (default 0.5)")
     r.set_defaults(func=cmd_run)
 
     an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
