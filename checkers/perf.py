@@ -357,7 +357,7 @@ def plot_all(ops: Sequence[Operation], nemesis_events: Iterable[Event],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = _Context(ops, nemesis_events, t0)
-    pre = f"{title}: " if title else ""
+    pre = f"{title}\n" if title else ""  # its own line: a long name would run under the legend
     return [plot_latency_raw(ctx, out / "latency-raw.png", pre),
             plot_latency_quantiles(ctx, out / "latency-quantiles.png", pre, window_s),
             plot_rate(ctx, out / "rate.png", pre, window_s)]
