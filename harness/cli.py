@@ -8,6 +8,7 @@ command line exits 64 (EX_USAGE) naming the flag and its allowed values.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -183,6 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as e:
         print(f"faultline run: {e}", file=sys.stderr)
         return EX_USAGE
+    # SIGTERM (a CI timeout, `kill`) tears down like Ctrl-C: heal, keep, stop
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_test(spec)
     except KeyboardInterrupt:
@@ -202,6 +205,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"verdict: {result.verdict.upper()}  (seed {result.seed}; results in "
           f"{result.directory})")
     return result.exit_code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:

@@ -281,21 +281,24 @@ def netem_script(peers: list[str], delay_ms: float, loss: float) -> str:
 
 @contextlib.contextmanager
 def sigint_held() -> Iterator[None]:
-    """Hold a Ctrl-C until the block is done (teardown must not stop half-way),
-    then raise it.  Does nothing outside the main thread."""
+    """Hold a Ctrl-C or SIGTERM until the block is done (teardown must not stop
+    half-way), then raise KeyboardInterrupt.  Does nothing outside the main
+    thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
     try:
-        old = signal.signal(signal.SIGINT, lambda s, f: got.append(s))
+        old = [signal.signal(sig, lambda s, f: got.append(s)) for sig in held]
     except ValueError:  # not the main interpreter
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in zip(held, old):
+            signal.signal(sig, handler)
     if got:
         raise KeyboardInterrupt
 

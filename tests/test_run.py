@@ -52,7 +52,8 @@ def test_short_run_with_faults_writes_a_complete_results_folder(tmp_path):
     assert again.returncode == 0 and "verdict: VALID" in again.stdout
 
 
-def test_interrupted_run_heals_keeps_history_and_leaves_no_process(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_heals_keeps_history_and_leaves_no_process(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--workload", "set",
                              "--nemesis", "pause", "--nemesis-interval", "1",
                              "--time-limit", "60", "--seed", "3",
@@ -70,7 +71,7 @@ def test_interrupted_run_heals_keeps_history_and_leaves_no_process(tmp_path):
     assert run is not None, "the run never started its nemesis"
     cluster = json.loads((run / "cluster" / "cluster.json").read_text())
     pids = [n["pid"] for n in cluster["nodes"]]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 255, err
     assert "interrupted" in err
