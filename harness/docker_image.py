@@ -491,10 +491,9 @@ def _ensure_wheelhouse(py: dict[str, Any], log: Log, cache: Path, rebuild: bool)
         log(f"wheelhouse: {dest} (reused, {len(list(dest.glob('*/*.whl')))} wheels)")
         return dest
     deps = _ensure_deps(py, reqs, platforms, cache / "deps" / deps_key[:16], log, rebuild)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="tmp-", dir=dest.parent))
-    try:
-        stage, out = work / "src", work / "wheels"
+    with _replacing(dest) as out, tempfile.TemporaryDirectory(
+            prefix="tmp-", dir=dest.parent) as scratch:
+        stage = Path(scratch) / "src"
         for rel in project_files():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, stage / rel)
@@ -504,12 +503,6 @@ def _ensure_wheelhouse(py: dict[str, Any], log: Log, cache: Path, rebuild: bool)
                  "pip wheel")
         for sub in ("deps", "pip"):
             shutil.copytree(deps / sub, out / sub)
-        if dest.exists():
-            shutil.rmtree(dest)
-        out.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    _prune(dest.parent, keep=dest)
     log(f"wheelhouse: {dest} ({len(list(dest.glob('*/*.whl')))} wheels)")
     return dest
 
@@ -523,9 +516,7 @@ def _ensure_deps(py: dict[str, Any], reqs: list[str], platforms: list[str], dest
     if dest.is_dir() and not rebuild:
         os.utime(dest)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="tmp-", dir=dest.parent))
-    try:
+    with _replacing(dest) as work:
         vtag = py["version"].replace(".", "")
         target = ["--only-binary=:all:", "--python-version", py["version"],
                   "--implementation", "cp", "--abi", f"cp{vtag}", "--abi", "abi3",
@@ -539,13 +530,24 @@ def _ensure_deps(py: dict[str, Any], reqs: list[str], platforms: list[str], dest
             _run([*_PIP, "download", "-q", "--no-deps", "--dest", str(work / "pip"), *target,
                   "pip"], "pip download pip")
         (work / "deps" / REQUIREMENTS_FILE).write_text("\n".join(reqs) + "\n")
+    return dest
+
+
+@contextlib.contextmanager
+def _replacing(dest: Path) -> Iterator[Path]:
+    """A scratch folder beside ``dest`` to fill; when the block succeeds it
+    replaces ``dest`` in one rename and older siblings are pruned, otherwise
+    it is removed and ``dest`` is left as it was."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="tmp-", dir=dest.parent))
+    try:
+        yield work
         if dest.exists():
             shutil.rmtree(dest)
         work.rename(dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _prune(dest.parent, keep=dest)
-    return dest
 
 
 def _prune(parent: Path, keep: Path, newest: int = 3) -> None:
