@@ -280,7 +280,7 @@ def netem_script(peers: list[str], delay_ms: float, loss: float) -> str:
 
 
 @contextlib.contextmanager
-def sigint_held() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """Hold a Ctrl-C or SIGTERM until the block is done (teardown must not stop
     half-way), then raise KeyboardInterrupt.  Does nothing outside the main
     thread."""
@@ -494,7 +494,7 @@ class RemoteBackend(abc.ABC):
         if self._closed:
             return
         self._closed = True
-        with sigint_held():
+        with interrupts_held():
             try:
                 self._teardown_nodes()
             finally:

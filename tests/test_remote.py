@@ -245,7 +245,7 @@ def test_delay_without_shaping_links_is_refused(tmp_path):
 def test_sigint_held_until_the_block_is_done():
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with remote.sigint_held():
+        with remote.interrupts_held():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
             done.append(True)
