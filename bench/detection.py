@@ -2,25 +2,22 @@
 
     python bench/detection.py [--runs 3] [--time-limit 30] [--pairings set-unchecked,...]
 
-Runs each pairing of issue 4's experiment N times with the bug flag on and N
-times with it off (same seeds), each as a real `faultline run` in a fresh
-process, and prints per pairing: the detection rate, the median time from the
-start of a run to the first anomalous op, and the false alarms of the
-correct configuration.
+Runs each pairing (a workload, the faults that expose a bug flag) N times with
+the bug flag on and N times with it off (same seeds), each as a real
+`faultline run` in a fresh process, and prints per pairing: the detection
+rate, the median time from the start of a run to the first anomalous op, and
+the false alarms of the correct configuration (any verdict but VALID).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from runs import one_run
 
 #: name -> (workload, nemesis, flags of the broken configuration, flags of the correct one)
 PAIRINGS: dict[str, tuple[str, str, list[str], list[str]]] = {
@@ -33,26 +30,6 @@ PAIRINGS: dict[str, tuple[str, str, list[str], list[str]]] = {
     "register-drift": ("register", "partition-leader,clock-drift", [],
                        ["--read-path", "read_index"]),
 }
-
-
-def one_run(workload: str, nemesis: str, flags: list[str], seed: int, time_limit: float,
-            results: Path) -> tuple[str, float | None]:
-    cmd = [sys.executable, "-m", "harness.cli", "run", "--workload", workload,
-           "--nemesis", nemesis, "--time-limit", str(time_limit), "--seed", str(seed),
-           "--results-dir", str(results), *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          timeout=time_limit + 240, env={**os.environ, "CI": "1"})
-    latest = (results / "latest").resolve()
-    try:
-        res = json.loads((latest / "results.json").read_text())
-    except (OSError, ValueError):
-        res = {}
-    if proc.returncode not in (0, 1, 2) or not res:
-        tail = "\n    ".join(proc.stderr.strip().splitlines()[-6:])
-        print(f"  seed {seed} {' '.join(flags)}: exit {proc.returncode}\n    {tail}",
-              file=sys.stderr)
-        return "crashed", None
-    return res["verdict"], res.get("first_anomaly_s")
 
 
 def main() -> None:
@@ -76,16 +53,18 @@ def main() -> None:
                 seed = args.seed + i
                 timing = ["--nemesis-interval", str(args.nemesis_interval),
                           "--nemesis-quiet", str(args.nemesis_quiet), *args.extra.split()]
-                verdict, first = one_run(workload, nemesis, broken + timing, seed,
-                                         args.time_limit, tmp / "broken")
-                found += verdict == "invalid"
-                crashed += verdict == "crashed"
-                if first is not None:
-                    firsts.append(first)
-                verdict, _ = one_run(workload, nemesis, correct + timing, seed,
-                                     args.time_limit, tmp / "correct")
-                alarms += verdict == "invalid"
-                crashed += verdict == "crashed"
+                bad = one_run(workload, nemesis, broken + timing, seed,
+                              args.time_limit, tmp / "broken")
+                found += bad.verdict == "invalid"
+                if bad.first_anomaly_s is not None:
+                    firsts.append(bad.first_anomaly_s)
+                good = one_run(workload, nemesis, correct + timing, seed,
+                               args.time_limit, tmp / "correct")
+                alarms += good.verdict != "valid"
+                for side, out in (("broken", bad), ("correct", good)):
+                    if out.verdict == "crashed":
+                        crashed += 1
+                        print(f"  seed {seed} {side}: {out.tail}", file=sys.stderr)
         rate = f"{found}/{args.runs}"
         med = f"{statistics.median(firsts):.1f} s" if firsts else "-"
         print(f"{name:<22} {rate:>9} {med:>21} {alarms:>10}/{args.runs}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -75,9 +76,23 @@ def _run_all(indexes: list[int], jobs: int) -> dict[int, KeyResult]:
     total = sum(len(_TASKS[i].ops) for i in indexes)
     if jobs > 1 and len(indexes) > 1 and total >= PARALLEL_THRESHOLD \
             and "fork" in multiprocessing.get_all_start_methods():
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(indexes))) as pool:
-            return dict(pool.imap_unordered(_run, indexes, chunksize=1))
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(indexes)),
+                                                      initializer=_worker_signals) as pool:
+            results = dict(pool.imap_unordered(_run, indexes, chunksize=1))
+            # Let idle workers exit on their own; leaving the block terminates
+            # them (SIGTERM) only when the parent is bailing out.
+            pool.close()
+            pool.join()
+        return results
     return dict(_run(i) for i in indexes)
+
+
+def _worker_signals() -> None:
+    """A forked worker inherits its parent's handlers, e.g. a runner's
+    SIGTERM-raises-KeyboardInterrupt: the parent alone decides when to stop
+    (SIGINT ignored), and the pool's terminate() just ends a worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_histories(histories: Iterable[History], *, model: str | None = None,

@@ -240,6 +240,23 @@ def write_jsonl(path: str | os.PathLike[str], events: Iterable[Event]) -> None:
 
 # ------------------------------------------------------------------- pairing
 
+#: The word in a completion's ``error`` by which a store says it evaluated a
+#: condition and found it false: DynamoDB's ConditionalCheckFailedException,
+#: and the ConditionalCheckFailed reason of a cancelled transaction.
+CONDITION_FAILED = "ConditionalCheckFailed"
+
+
+def condition_failed(error: Any) -> bool:
+    """Whether a ``fail`` completion says something about the state.
+
+    Only the store's own word that a condition was false does: a refused
+    connection, a request never sent or a validation error says the op did
+    not happen and nothing more (it must not be read as "the condition
+    found another value").
+    """
+    return isinstance(error, str) and CONDITION_FAILED in error
+
+
 @dataclass(slots=True)
 class Operation:
     """An invocation paired with its completion.

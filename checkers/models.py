@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Literal, NamedTuple, Protocol
 
-from checkers.history import Operation
+from checkers.history import Operation, condition_failed
 
 State = Hashable
 
@@ -79,15 +79,19 @@ class CasRegister:
     """A register with read, write and compare-and-set (``cas [from to]``).
 
     ``failed_cas``: ``"drop"`` (Knossos, Jepsen) treats a failed cas as an op
-    that never happened; ``"mismatch"`` (Porcupine, DynamoDB's
-    ConditionalCheckFailed) as a compare that found another value.
+    that never happened; ``"mismatch"`` (Porcupine) as a compare that found
+    another value; ``"condition"`` (DynamoDB) as a compare that found another
+    value only when the store said so (the op's ``error`` names
+    ConditionalCheckFailed: :func:`checkers.history.condition_failed`), and
+    as an op that never happened otherwise (a refused connection, a
+    validation error: they say nothing about the value).
     ``nil_read``: ``"unwritten"`` makes a nil read mean "never written";
     ``"any"`` (Knossos) accepts it in any state.  With ``cas=False`` it is a
     plain read/write register.  ``fs`` maps op names to read/write/cas/delete.
     """
 
     name: str = "cas-register"
-    failed_cas: Literal["drop", "mismatch"] = "drop"
+    failed_cas: Literal["drop", "mismatch", "condition"] = "drop"
     nil_read: Literal["unwritten", "any"] = "any"
     fs: tuple[tuple[str, str], ...] = (("read", "read"), ("write", "write"),
                                        ("cas", "cas"))
@@ -107,6 +111,11 @@ class CasRegister:
         to it greedily: see :mod:`checkers.wgl`)."""
         return self.kind(op) == "read" or op.status == "fail"
 
+    def mismatch(self, op: Operation) -> bool:
+        """Whether a failed cas proves its compare found another value."""
+        return self.failed_cas == "mismatch" or (
+            self.failed_cas == "condition" and condition_failed(op.error))
+
     def init(self) -> State:
         return None
 
@@ -115,7 +124,7 @@ class CasRegister:
         if kind == "cas":
             _pair_value(op.input)
         if op.status == "fail":
-            return kind == "cas" and self.failed_cas == "mismatch"
+            return kind == "cas" and self.mismatch(op)
         if op.status == "info":
             return kind != "read"
         return True
@@ -211,9 +220,10 @@ class KeyValue:
 #: value or nil (no item), PutItem writes, UpdateItem with a
 #: ConditionExpression on the current value is a cas (``[expected new]``,
 #: expected nil meaning attribute_not_exists) whose ConditionalCheckFailed
-#: proves the value differed, DeleteItem removes the item.
+#: proves the value differed (any other failure proves only that it did not
+#: happen), DeleteItem removes the item.
 DYNAMO_ITEM = CasRegister(
-    name="dynamo-item", failed_cas="mismatch", nil_read="unwritten",
+    name="dynamo-item", failed_cas="condition", nil_read="unwritten",
     fs=(("get", "read"), ("put", "write"), ("update", "cas"), ("delete", "delete")))
 
 MODELS: dict[str, Callable[[], Model]] = {

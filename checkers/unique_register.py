@@ -131,7 +131,7 @@ def _scan(model: Any, ops: list[Operation]) -> _Scan | str:
     if type(model) is CasRegister:
         # The same decisions as model.keep / model.as_register, inlined.
         kinds: dict[str, str] = getattr(model, "_kinds", None) or dict(model.fs)
-        mismatch = model.failed_cas == "mismatch"
+        mismatch = model.mismatch
         for op in ops:
             k = kinds.get(op.f) or model.kind(op)
             st = op.status
@@ -155,7 +155,7 @@ def _scan(model: Any, ops: list[Operation]) -> _Scan | str:
             elif k == "cas":
                 src, v = _pair_value(op.input)
                 if st == "fail":
-                    if mismatch:
+                    if mismatch(op):
                         return (f"{model.describe_op(op)} (event {op.call}) failed, "
                                 "which this model reads as a compare that found another value")
                     continue
@@ -197,7 +197,7 @@ def applies(model: Any, ops: list[Operation]) -> bool:
 
     True when the model is a register (``as_register``), every kept op is a
     read, write or cas, every written value is distinct and not ``None``, and
-    no failed cas is kept (a ``"mismatch"`` failed cas is a negative
+    no failed cas is kept (a failed cas read as a mismatch is a negative
     constraint this path does not handle).
     """
     return not isinstance(_scan(model, ops), str)

@@ -22,13 +22,30 @@ reaches the first of their returns, every completed op is linearized and the
 history is linearizable; and an indeterminate op that would change nothing
 in the current state is never linearized there, since leaving it pending
 keeps every option that taking it would.
+
+Two more exact reductions for registers (models with ``as_register``), which
+keep a key with many indeterminate writes (a node cut off or killed leaves
+dozens) from costing one configuration per subset of them:
+
+- *Unobserved values.*  A register's step compares the state only with
+  values that some op observes: what a read returned, what a cas compared
+  against.  A value written but never observed is, to every op, just "not
+  any observed value", so all such values are one state here
+  (:data:`UNOBSERVED`).
+- *Interchangeable indeterminate ops.*  Two indeterminate writes of
+  unobserved values (or two such cas from the same expected value) have the
+  same effect in every state and may both take effect at any time after
+  their calls.  Any linearization that takes m of them can take the m
+  called first instead (the k-th earliest call of any m of them is no later
+  than the k-th of those taken), so the search takes them only in call
+  order: which ones were taken collapses to how many.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Hashable
 
 from checkers.history import NEVER, Operation
 from checkers.models import Model
@@ -45,6 +62,48 @@ class Budget:
 
     time_limit: float | None = None
     max_states: int | None = 2_000_000
+
+
+class _Unobserved:
+    """The state "a value no op of this key observes" (see the module doc)."""
+
+    def __repr__(self) -> str:
+        return "a value nobody read"
+
+    __str__ = __repr__
+
+
+UNOBSERVED = _Unobserved()
+
+def _reductions(model: Model, kept: list[Operation]) -> tuple[list[bool], list[int], list[int], int]:
+    """Which ops write a value nobody observes, and each indeterminate such
+    op's symmetry class (-1: none) and rank in it, with the number of classes."""
+    n = len(kept)
+    none = [False] * n, [-1] * n, [0] * n, 0
+    as_register = getattr(model, "as_register", None)
+    if as_register is None:
+        return none
+    regs = [as_register(op) for op in kept]
+    observed: set[Hashable] = {None, model.init()}
+    try:
+        for r in regs:
+            if r is not None and r.kind != "write":
+                observed.add(r.expect)
+        hides = [r is not None and r.kind != "read" and r.value not in observed
+                 for r in regs]
+    except TypeError:  # unhashable values: no reduction
+        return none
+    classes: dict[tuple[str, Any], int] = {}
+    cls, rank, sizes = [-1] * n, [0] * n, []
+    for i, (op, r) in enumerate(zip(kept, regs)):
+        if op.ret == NEVER and hides[i]:
+            assert r is not None
+            c = classes.setdefault((r.kind, r.expect if r.kind == "cas" else None), len(classes))
+            if c == len(sizes):
+                sizes.append(0)
+            cls[i], rank[i] = c, sizes[c]
+            sizes[c] += 1
+    return hides, cls, rank, len(classes)
 
 
 def check_key(model: Model, key: Any, ops: list[Operation],
@@ -70,6 +129,8 @@ def check_key(model: Model, key: Any, ops: list[Operation],
     prv[0] = -1
 
     step = model.step
+    hides, cls, rank, n_classes = _reductions(model, kept)
+    taken = [0] * n_classes  # ops of each class linearized (the first ones)
     readonly = [model.readonly(op) for op in kept]
     indeterminate = [op.ret == NEVER for op in kept]
     state = model.init()
@@ -88,7 +149,13 @@ def check_key(model: Model, key: Any, ops: list[Operation],
     while entry != -1:
         if entry <= n:  # a call
             i = entry - 1
+            c = cls[i]
+            if c >= 0 and rank[i] != taken[c]:  # an interchangeable op called earlier
+                entry = nxt[entry]
+                continue
             ok, new_state = step(state, kept[i])
+            if hides[i] and new_state != state:  # it wrote a value nobody observes
+                new_state = UNOBSERVED
             if ok and (new_state != state or not indeterminate[i]):
                 lin2 = linearized | (1 << i)
                 cfg = (lin2, new_state)
@@ -100,6 +167,8 @@ def check_key(model: Model, key: Any, ops: list[Operation],
                                         "configurations ran out", len(cache), t0)
                     stack.append((entry, state, readonly[i]))
                     state, linearized = new_state, lin2
+                    if c >= 0:
+                        taken[c] += 1
                     # lift the call and its return out of the list
                     p, q = prv[entry], nxt[entry]
                     nxt[p] = q
@@ -127,6 +196,8 @@ def check_key(model: Model, key: Any, ops: list[Operation],
                     return _invalid(model, key, kept, best, best_states, len(cache), t0)
                 call, state, greedy = stack.pop()
                 linearized &= ~(1 << (call - 1))
+                if cls[call - 1] >= 0:
+                    taken[cls[call - 1]] -= 1
                 # put the return, then the call, back where they were
                 r = call + n
                 p, q = prv[r], nxt[r]
@@ -167,7 +238,9 @@ def _invalid(model: Model, key: Any, kept: list[Operation],
         state = model.step(state, op)[1]
         states_after.append(model.describe_state(state))
     window = failure_window(kept, set(lin_ids), fail_id)
-    described = sorted({model.describe_state(s) for s in states})
+    # An unobserved value is shown as the one the longest prefix wrote.
+    described = sorted({model.describe_state(state if s is UNOBSERVED and best[2] is UNOBSERVED
+                                             else s) for s in states})
     before = [op for op in linearized if op.ret < failing.call]
     last = max(before, key=lambda op: op.ret, default=None)
     why = (f"; the last, {model.describe_op(last)} by process {last.process} "

@@ -279,7 +279,15 @@ class _Pipe:
         if self.src.lost:
             self.conn.close_side(self.dst)
         elif t is not None and not t.is_closing() and t.can_write_eof():
-            t.write_eof()
+            try:
+                t.write_eof()
+            except OSError:
+                # The receiver reset the connection while chunks were held (on
+                # loopback the RST to the last write arrives before shutdown()
+                # runs): nothing more can reach it, so the connection ends as
+                # TCP would end it, with a reset.
+                self.conn.reset()
+                return
         self.conn.maybe_done_eof()
 
     def update_reading(self) -> None:

@@ -16,6 +16,8 @@ READ_PATHS = ("lease", "read_index", "local")
 READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_item")
 LEASE_CLOCKS = ("monotonic", "wall")
 LEASE_ANCHORS = ("sent", "received")
+#: the default lease is the election timeout less this (elastickv's margin)
+LEASE_MARGIN_MS = 300
 
 #: Each bug flag and the anomaly it must produce.
 BUGS: dict[str, str] = {
@@ -127,11 +129,30 @@ class NodeConfig:
 
     @property
     def lease_duration_ms(self) -> float:
-        """The lease the read path uses, bug flags applied."""
+        """The lease the read path uses, bug flags applied.
+
+        The lease must end before a follower can vote for another leader:
+        one election timeout after it received the heartbeat it acknowledged,
+        so no sooner than one election timeout after that heartbeat was sent
+        (``ReadPath.lease_holds`` on that anchor).  The default keeps 300 ms
+        short of that: elastickv's safety margin, sized there to absorb its
+        receipt anchor's overshoot (an ack's one-way delay and scheduling
+        slop); with the send anchor it covers what is left, a follower's
+        timer counting whole ticks and the gap between reading the lease
+        clock and serving the read.
+
+        ``drift_bound`` then shortens it by that fraction, as the Raft
+        dissertation's lease (``start + election timeout / drift bound``):
+        the lease runs on the leader's clock and each stickiness window on a
+        follower's, and a follower clock faster by a fraction ``p`` closes
+        its window ``p`` sooner on the leader's clock.  The default 0 trusts
+        all clocks to run at one rate: true on one host, not under the
+        ``clock-drift`` fault.
+        """
         if self.has("long-lease"):
             return 2.0 * self.raft.election_timeout_ms
         d = self.lease.duration_ms
-        base = self.raft.election_timeout_ms - 300 if d is None else d
+        base = self.raft.election_timeout_ms - LEASE_MARGIN_MS if d is None else d
         return base * (1.0 - self.lease.drift_bound)
 
     @property
@@ -198,23 +219,3 @@ def load(path: str) -> NodeConfig:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
-
-def to_toml(cfg: NodeConfig) -> str:
-    """The config as TOML (for writing a node's config file)."""
-    lines = [f"bugs = [{', '.join(repr(b) for b in cfg.bugs)}]".replace("'", '"')]
-    for name, section in (("raft", cfg.raft), ("lease", cfg.lease), ("reads", cfg.reads)):
-        lines.append(f"\n[{name}]")
-        for f in fields(section):
-            v = getattr(section, f.name)
-            if v is None:
-                continue
-            lines.append(f"{f.name} = {_toml_value(v)}")
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(v)

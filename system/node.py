@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import itertools
 import json
 import logging
 import os
@@ -27,12 +26,13 @@ import random
 import signal
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import msgpack
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from system import config as node_config
 from system.clock import Clock
@@ -44,6 +44,7 @@ from system.hlc import HLC
 from system.mvcc import MVCCStore
 from system.raft.core import LEADER, NotLeader, RaftConfig, RaftNode, StorageState
 from system.raft.messages import Entry, HardState, Snapshot, message_from_wire
+from system.reads import ReadPath, lease_clock
 from system.storage import RaftStorage
 from system.transport import Transport
 
@@ -53,7 +54,6 @@ JSON_TYPE = "application/x-amz-json-1.0"
 FORWARDED = "X-Faultline-Forwarded"
 #: How long a write waits for its entry to be applied before answering 500.
 PROPOSE_TIMEOUT_S = 5.0
-RANGE_FAMILIES = ("query", "scan", "transact_get_items")
 READ_TARGETS = frozenset({"GetItem", "Query", "Scan", "TransactGetItems", "BatchGetItem",
                           "DescribeTable", "ListTables"})
 
@@ -79,20 +79,6 @@ def _peer(text: str) -> tuple[str, PeerAddr]:
     return pid, PeerAddr(_addr(raft), _addr(api))
 
 
-@dataclass
-class LeaseStats:
-    hits: int = 0
-    misses: int = 0
-    read_index_failures: int = 0
-    unchecked: int = 0
-    by_family: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def count(self, family: str, what: str) -> None:
-        setattr(self, what, getattr(self, what) + 1)
-        fam = self.by_family.setdefault(family, {})
-        fam[what] = fam.get(what, 0) + 1
-
-
 class Node:
     """The node process's state and its three servers (Raft, API, admin)."""
 
@@ -104,25 +90,19 @@ class Node:
         self.peers = peers
         self.api_addr, self.admin_addr, self.raft_addr = api, admin, raft_addr
         self.clock = Clock()
+        self.lease_now = lease_clock(cfg, self.clock)
         self.hlc = HLC(self.clock)
         self.storage = RaftStorage(data_dir, fsync=not cfg.has("ack-before-fsync"))
         self.store = MVCCStore()
-        self.lease = LeaseStats()
         self.service = DynamoService(self)
         self._forwardable = frozenset(self.service.operations)
         self._pending: dict[int, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
-        self._reads: dict[int, asyncio.Future[int]] = {}
-        self._read_ids = itertools.count(1)
-        self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._lease_until = 0.0
-        self._lease_gen = -1
         self._wake = asyncio.Event()
         #: set (and replaced) whenever this node's role or leader changes
         self._leader_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
-        self.last_quorum_read = None  # lease-clock ms of the last ReadIndex confirmed
 
         hs, snap, entries = self.storage.load()
         if snap is not None:
@@ -143,23 +123,15 @@ class Node:
             snapshot=Snapshot(snap.index, snap.term, snap.data) if snap else None)
         self.raft = RaftNode(rc, state, rng=random.Random(seed), now=self.lease_now,
                              on_lease_invalidated=self._lease_invalidated)
+        self.reads = ReadPath(cfg, self.raft, self.store, self.lease_now, self._wake.set)
         self.transport = Transport(raft_addr, {p: a.raft for p, a in peers.items()},
                                    self._on_message)
         log.info("node %s starting: term %d, %d log entries, snapshot at %s, bugs %s",
                  node_id, hs.term, len(entries), snap.index if snap else 0,
                  ",".join(cfg.bugs) or "none")
 
-    # ------------------------------------------------------------ time
-
-    def lease_now(self) -> float:
-        """Milliseconds on the clock that measures the lease."""
-        if self.cfg.lease_clock == "wall":
-            return self.clock.wall() * 1000.0
-        return self.clock.monotonic() * 1000.0
-
     def _lease_invalidated(self, generation: int, reason: str) -> None:
-        self._lease_until = 0.0
-        log.info("lease invalidated (generation %d): %s", generation, reason)
+        self.reads.invalidated(generation, reason)
 
     # ------------------------------------------------------------ Raft driver
 
@@ -213,17 +185,13 @@ class Node:
                 for e in rd.committed_entries:
                     self._apply(e)
                 for rs in rd.read_states:
-                    fut = self._reads.pop(rs.ctx, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(rs.index)
+                    self.reads.confirmed(rs.ctx, rs.index)
                 for ctx in rd.dropped_reads:
-                    fut = self._reads.pop(ctx, None)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(NotLeader(self.raft.lead, "leadership lost"))
+                    self.reads.dropped(ctx)
                 if rd.soft_state is not None:
                     self._role_changed(rd.soft_state.role, rd.soft_state.leader)
                 self.raft.advance(rd)
-                self._applied_changed()
+                self.reads.applied_changed()
                 if self.raft.compaction_due():
                     self._compact()
 
@@ -253,26 +221,11 @@ class Node:
         else:
             fut.set_exception(NotLeader(self.raft.lead, "proposal overwritten"))
 
-    def _applied_changed(self) -> None:
-        applied = self.raft.applied
-        for index, f in self._apply_waiters:
-            if applied >= index and not f.done():
-                f.set_result(None)
-        self._apply_waiters = [(i, f) for i, f in self._apply_waiters if not f.done()]
-
-    async def _wait_applied(self, index: int) -> None:
-        if self.raft.applied >= index:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._apply_waiters.append((index, fut))
-        await fut
-
     def _role_changed(self, role: str, leader: str | None) -> None:
         # Pending proposals stay pending: their entries may still commit
         # under the next leader, and are answered when applied or time out.
         log.info("role %s, term %d, leader %s", role, self.raft.term, leader)
-        if role != LEADER:
-            self._lease_until = 0.0
+        self.reads.role_changed(role)
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
 
@@ -292,7 +245,10 @@ class Node:
         return self.cfg.has(name)
 
     def read_ts(self) -> int:
-        return self.store.last_commit_ts
+        return self.reads.read_ts()
+
+    async def ensure_fresh(self, family: str) -> None:
+        await self.reads.ensure_fresh(family)
 
     async def propose(self, command: dict[str, Any]) -> dict[str, Any]:
         data = msgpack.packb({"ts": self.hlc.now(), "cmd": command}, use_bin_type=True)
@@ -305,75 +261,15 @@ class Node:
         self._pending[index] = (self.raft.term, fut)
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), PROPOSE_TIMEOUT_S)
+            # Not shielded: a write that times out (or whose request goes
+            # away) cancels its future, and _apply then skips it instead of
+            # setting an answer nobody will read.
+            return await asyncio.wait_for(fut, PROPOSE_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise errors.internal_server_error(
                 f"write not applied within {PROPOSE_TIMEOUT_S:g} s") from None
         except NotLeader as e:
             raise errors.internal_server_error(f"write lost its leader: {e.reason}") from None
-
-    def read_path(self, family: str) -> str:
-        if self.cfg.has("unchecked-range-reads") and family in RANGE_FAMILIES:
-            return "local"
-        return getattr(self.cfg.reads, family)
-
-    async def ensure_fresh(self, family: str) -> None:
-        """The freshness check before a read takes its timestamp."""
-        path = self.read_path(family)
-        if path == "local" or self.raft.role != LEADER and self.cfg.has("stale-follower-reads"):
-            self.lease.count(family, "unchecked")
-            return
-        duration = self.cfg.lease_duration_ms
-        if path == "lease" and duration > 0 and self._lease_holds(duration):
-            self.lease.count(family, "hits")
-            return
-        if self.raft.role != LEADER:
-            raise errors.internal_server_error("not the leader")
-        self.lease.count(family, "misses")
-        started, gen = self.lease_now(), self.raft.lease_generation
-        timeout = self.cfg.lease.check_timeout_ms / 1000.0
-        try:
-            index = await asyncio.wait_for(self._read_index(), timeout)
-            await asyncio.wait_for(self._wait_applied(index), timeout)
-        except (asyncio.TimeoutError, NotLeader) as e:
-            self.lease.count(family, "read_index_failures")
-            raise errors.internal_server_error(
-                f"lease check failed: {'timed out' if isinstance(e, asyncio.TimeoutError) else e}"
-            ) from None
-        self.last_quorum_read = self.lease_now()
-        if path == "lease" and gen == self.raft.lease_generation and self.raft.role == LEADER:
-            self._lease_until, self._lease_gen = started + duration, gen
-
-    def _lease_holds(self, duration: float) -> bool:
-        r = self.raft
-        now = self.lease_now()
-        ack = r.quorum_ack_time(self.cfg.lease.anchor)
-        fresh = (ack is not None and now - ack < duration) or (
-            self._lease_gen == r.lease_generation and now < self._lease_until)
-        if not fresh:
-            return False
-        # A lease read serves local state: everything committed must be
-        # applied, and the leader must know the commit index of its term.
-        # (Only an ex-leader whose lease survived a transfer gets here as a
-        # non-leader; it knows no better than its own commit index.)
-        noop_done = (r.role != LEADER or r.log.term(r.commit) == r.term
-                     or self.cfg.has("no-noop-read"))
-        return noop_done and r.applied >= r.commit
-
-    async def _read_index(self) -> int:
-        ctx = next(self._read_ids)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._reads[ctx] = fut
-        try:
-            self.raft.read_index(ctx)
-        except NotLeader:
-            self._reads.pop(ctx, None)
-            raise
-        self._wake.set()
-        try:
-            return await fut
-        finally:
-            self._reads.pop(ctx, None)
 
     # ------------------------------------------------------------ HTTP: DynamoDB API
 
@@ -386,8 +282,7 @@ class Node:
         # ex-leader whose lease survived a transfer (lease-survives-transfer).
         local_read = op in READ_TARGETS and (
             self.cfg.has("stale-follower-reads")
-            or self.cfg.has("lease-survives-transfer") and self._lease_holds(
-                self.cfg.lease_duration_ms))
+            or self.cfg.has("lease-survives-transfer") and self.reads.lease_holds())
         if self.raft.role != LEADER and not local_read and op in self._forwardable:
             return await self._forward(request, body)
         try:
@@ -442,24 +337,12 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         r = self.raft
-        now = self.lease_now()
-        ack = r.quorum_ack_time(self.cfg.lease.anchor)
-        duration = self.cfg.lease_duration_ms
-        expiry = max(ack + duration if ack is not None else 0.0,
-                     self._lease_until if self._lease_gen == r.lease_generation else 0.0)
         return {
             "id": self.id, "pid": os.getpid(), "role": r.role, "term": r.term,
             "leader": r.lead, "commit": r.commit, "applied": r.applied,
             "last_log_index": r.log.last_index(),
-            "lease": {"clock": self.cfg.lease_clock, "anchor": self.cfg.lease.anchor,
-                      "duration_ms": duration, "now_ms": now,
-                      "last_quorum_ack_ms": ack, "expiry_ms": expiry if expiry else None,
-                      "valid": r.role == LEADER and expiry > now,
-                      "generation": r.lease_generation,
-                      "hits": self.lease.hits, "misses": self.lease.misses,
-                      "read_index_failures": self.lease.read_index_failures,
-                      "unchecked": self.lease.unchecked, "by_family": self.lease.by_family},
-            "last_quorum_read_ms": self.last_quorum_read,
+            "lease": self.reads.status(),
+            "last_quorum_read_ms": self.reads.last_quorum_read,
             "transfer_target": r.transfer_target,
             "clock": self.clock.state(), "hlc": self.hlc.state(),
             "bugs": list(self.cfg.bugs), "config": self.cfg.to_dict(),
@@ -515,9 +398,9 @@ class Node:
             self._tasks.append(asyncio.create_task(self._flusher()))
         await self.transport.start()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        api = web.Application(client_max_size=16 * 1024 * 1024)
+        api = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[_client_gone])
         api.router.add_post("/", self.handle_api)
-        admin = web.Application()
+        admin = web.Application(middlewares=[_client_gone])
         admin.router.add_get("/status", self.admin_status)
         admin.router.add_post("/clock", self.admin_clock)
         admin.router.add_post("/transfer", self.admin_transfer)
@@ -540,6 +423,19 @@ class Node:
             await self._session.close()
         await self.transport.close()
         self.storage.close()
+
+
+@web.middleware
+async def _client_gone(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A client that disconnects before its whole request arrived (its
+    timeout fired, it was killed) is an ordinary event: one line, no
+    traceback.  The answer has nowhere to go."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        log.info("client %s went away mid-request (%s)", request.remote,
+                 request.headers.get("X-Amz-Target") or request.path)
+        return web.Response(status=400)
 
 
 def _request_id() -> str:

@@ -104,7 +104,8 @@ class Transport:
         self.peers = {pid: Peer(pid, h, p) for pid, (h, p) in peers.items()}
         self._on_message = on_message
         self._server: asyncio.base_events.Server | None = None
-        self._conns: set[asyncio.Task[Any]] = set()
+        #: each connection's handler task and the writer that ends it
+        self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.bad_frames = 0
 
     async def start(self) -> None:
@@ -120,7 +121,7 @@ class Transport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task:
-            self._conns.add(task)
+            self._conns[task] = writer
         try:
             while True:
                 msg = await read_frame(reader)
@@ -134,15 +135,18 @@ class Transport:
             log.warning("dropping a connection with a bad frame: %s", e)
         finally:
             if task:
-                self._conns.discard(task)
+                self._conns.pop(task, None)
             writer.close()
 
     async def close(self) -> None:
         if self._server:
             self._server.close()
-        conns = list(self._conns)
-        for t in conns:
-            t.cancel()
-        await asyncio.gather(*conns, return_exceptions=True)
+        # End each connection by closing its socket, which its handler reads
+        # as EOF, rather than by cancelling the handler: Python 3.11's stream
+        # server reports a cancelled handler as an error with a traceback.
+        conns = list(self._conns.items())
+        for _, writer in conns:
+            writer.close()
+        await asyncio.gather(*(task for task, _ in conns), return_exceptions=True)
         for p in self.peers.values():
             await p.close()

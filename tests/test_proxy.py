@@ -330,6 +330,20 @@ def test_delay_of_100ms_on_a_round_trip(pool, upstream):
     assert rtt(client, server) < 0.1
 
 
+def test_held_eof_for_an_upstream_that_is_gone_resets_the_client_quietly(pool, upstream,
+                                                                         caplog):
+    proxy = pool.add(upstream.addr)
+    client, server = dial(proxy, upstream)
+    proxy.set_delay(50)
+    server.close()                              # the node went away
+    assert client.recv(10) == b""               # its FIN came through
+    client.sendall(b"late")                     # held; the upstream answers it with RST
+    client.shutdown(socket.SHUT_WR)             # held behind it: shutdown() meets a dead socket
+    assert is_dead(client)
+    wait_until(lambda: proxy.stats()["connections"]["active"] == 0)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_jitter_never_reorders_a_stream(pool, upstream):
     proxy = pool.add(upstream.addr, seed=3)
     client, server = dial(proxy, upstream)

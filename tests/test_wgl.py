@@ -10,9 +10,14 @@ from checkers.result import INVALID, UNKNOWN, VALID
 from checkers.wgl import Budget, check_key
 
 
+CCF = "ConditionalCheckFailedException: The conditional request failed"
+REFUSED = "EndpointConnectionError: Could not connect to the endpoint URL"
+
+
 def ops_of(*events: tuple) -> list:
-    """Events as (process, type, f, value) tuples, in real-time order."""
-    return pair([Event(i, t, p, f, None, v) for i, (p, t, f, v) in enumerate(events)])
+    """Events as (process, type, f, value[, error]) tuples, in real-time order."""
+    return pair([Event(i, e[1], e[0], e[2], None, e[3], error=e[4] if len(e) > 4 else None)
+                 for i, e in enumerate(events)])
 
 
 def verdict(model: str, *events: tuple) -> str:
@@ -93,8 +98,42 @@ def test_dynamo_item_conditional_update_and_delete():
          (2, "invoke", "get", None), (2, "ok", "get", 3)]
     assert verdict("dynamo-item", *h) == VALID
     # a ConditionalCheckFailed proves the item did not hold the expected value
-    bad = h[:4] + [(2, "invoke", "update", [2, 9]), (2, "fail", "update", [2, 9])]
+    bad = h[:4] + [(2, "invoke", "update", [2, 9]), (2, "fail", "update", [2, 9], CCF)]
     assert verdict("dynamo-item", *bad) == INVALID
+
+
+def test_dynamo_item_failure_constrains_only_when_the_store_said_so():
+    # Seen under `kill`: a read of nil, then an update from nil refused by a
+    # dead node.  The refusal says nothing of the item.
+    h = [(0, "invoke", "get", None), (0, "ok", "get", None),
+         (1, "invoke", "update", [None, 7]), (1, "fail", "update", [None, 7], REFUSED)]
+    assert verdict("dynamo-item", *h) == VALID
+    h[-1] = (1, "fail", "update", [None, 7], CCF)
+    assert verdict("dynamo-item", *h) == INVALID
+    # a cancelled transaction whose reason is the condition counts the same
+    h[-1] = (1, "fail", "update", [None, 7],
+             "TransactionCanceledException: Transaction cancelled [ConditionalCheckFailed]")
+    assert verdict("dynamo-item", *h) == INVALID
+    # Porcupine's convention has no error field: every failed cas is a mismatch
+    etcd = [(0, "invoke", "read", None), (0, "ok", "read", None),
+            (1, "invoke", "cas", [None, 7]), (1, "fail", "cas", [None, 7])]
+    assert verdict("etcd", *etcd) == INVALID
+
+
+def test_many_indeterminate_writes_nobody_read_are_decided_at_once():
+    # A cut-off leader's clients leave indeterminate writes nobody observes;
+    # with a failed compare that one of them may explain, the search used to
+    # try every subset of them.
+    h: list[tuple] = [(0, "invoke", "put", 1), (0, "ok", "put", 1)]
+    for p in range(1, 31):
+        h += [(p, "invoke", "put", 100 + p), (p, "info", "put", None)]
+    h += [(40, "invoke", "update", [1, 5]), (40, "fail", "update", [1, 5], CCF),
+          (41, "invoke", "get", None), (41, "ok", "get", 1)]
+    res = check_key(get_model("dynamo-item"), "k", ops_of(*h), Budget(max_states=500))
+    assert res.verdict == INVALID  # 1 was overwritten before the failed compare
+    h[-1] = (41, "ok", "get", 130)  # ... and 130 is what overwrote it
+    res = check_key(get_model("dynamo-item"), "k", ops_of(*h), Budget(max_states=500))
+    assert res.verdict == VALID and res.explored < 500
 
 
 def test_witness_names_the_failing_op_and_states():

@@ -346,7 +346,7 @@ class RaftNode:
             return
         if m.term > self.term:
             if isinstance(m, VoteRequest):
-                if not m.force and self._in_lease():
+                if not m.force and self._leader_recently_heard():
                     return  # leader stickiness: we have a live leader
                 if not m.pre:
                     self._become_follower(m.term, None)
@@ -468,7 +468,8 @@ class RaftNode:
         (``anchor="sent"``) or the time its acknowledgement arrived
         (``"received"``)). None when not leader or no quorum has answered
         since leadership began or the lease was last invalidated (but see
-        ``lease_survives_transfer``)."""
+        ``lease_survives_transfer``).  Why "sent" is the safe anchor and
+        "received" is not: ``system.reads.ReadPath.lease_holds``."""
         if self.role != LEADER:
             return self._kept_acks.get(anchor)
         if anchor == "sent":
@@ -596,8 +597,15 @@ class RaftNode:
             self._send(VoteRequest(vote_term, self.id, p, li, lt,
                                    pre=kind == _PRE, force=kind == _TRANSFER))
 
-    def _in_lease(self) -> bool:
-        """Leader stickiness: do we believe a leader is alive?"""
+    def _leader_recently_heard(self) -> bool:
+        """Leader stickiness: do we believe a leader is alive?  True on the
+        leader, and on a follower that heard from its leader less than an
+        election timeout ago: such a node ignores vote requests (unless
+        forced by TimeoutNow), so a partitioned node rejoining with a higher
+        term cannot depose a healthy leader.  The read lease relies on it: a
+        follower that acknowledged a heartbeat sent at ``t`` votes for no one
+        else before ``t`` + election timeout (unless it restarts meanwhile:
+        a fresh process has heard from no leader)."""
         if not self._stickiness:
             return False
         if self.role == LEADER:
