@@ -5,9 +5,10 @@
     python bench/image.py --cold --remove  # cold first: removes every faultline-node and
                                            # faultline-base image and the wheelhouse cache
 
-Cold is the whole offline build: the debootstrapped base (when python:3.11-slim
-is not in the engine), the wheelhouse (pip's own download cache is kept) and
-the image.  Warm is a second call with nothing changed.  Then the sizes of the
+Cold is the whole build: the base (python:3.11-slim pulled, else
+debootstrapped; the scratch run below always debootstraps, after a pull of a
+name that does not exist), the wheelhouse (pip's own download cache is kept)
+and the image.  Warm is a second call with nothing changed.  Then the sizes of the
 node image and of its base.
 
 ``--remove`` deletes the real images, which other runs may be using (images
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness import docker_image as di  # noqa: E402
+from harness.wheelhouse import cache_dir  # noqa: E402
 
 
 def _remove_all(client) -> list[str]:  # noqa: ANN001 - docker.DockerClient
@@ -51,8 +53,8 @@ def _remove_all(client) -> list[str]:  # noqa: ANN001 - docker.DockerClient
                     removed.append(tag)
                 except docker.errors.APIError as e:
                     raise SystemExit(f"bench/image.py: cannot remove {tag}: {e}") from None
-    shutil.rmtree(di.cache_dir() / "wheelhouse", ignore_errors=True)
-    shutil.rmtree(di.cache_dir() / "bases", ignore_errors=True)
+    shutil.rmtree(cache_dir() / "wheelhouse", ignore_errors=True)
+    shutil.rmtree(cache_dir() / "bases", ignore_errors=True)
     return removed
 
 

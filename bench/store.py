@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.cluster import LocalCluster  # noqa: E402
+from harness.spec import READ_FAMILIES, READ_PATHS  # noqa: E402
 
 TABLE = "bench"
 KEYS = 1000
@@ -137,13 +138,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--procs", type=int, default=4, help="load processes")
     ap.add_argument("--conns", type=int, default=8, help="connections per raw process")
-    ap.add_argument("--paths", default="lease,read_index,local")
+    ap.add_argument("--paths", default=",".join(READ_PATHS))
     ap.add_argument("--profile", action="store_true",
                     help="sample the leader with py-spy during the lease-path mix")
     args = ap.parse_args()
     for path in args.paths.split(","):
-        reads = {f: path for f in ("get_item", "query", "scan", "transact_get_items",
-                                   "batch_get_item")}
+        reads = {f: path for f in READ_FAMILIES}
         with tempfile.TemporaryDirectory() as tmp:
             cluster = LocalCluster(tmp, 3, {"reads": reads})
             cluster.start(seed=1)

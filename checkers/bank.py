@@ -55,15 +55,22 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from checkers.history import NEVER, Operation
-from checkers.result import INVALID, UNKNOWN, VALID
+from checkers.report import Anomaly, in_time_order
+from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, KeyResult, Witness
 
-__all__ = ["check_bank", "BankResult", "BadRead", "TRANSFER", "read_kind"]
+__all__ = ["check_bank", "BankResult", "BadRead", "TRANSFER", "read_kind", "describe_op"]
 
 TRANSFER = "transfer"
 _KINDS = {"read-txn": "txn", "final-read-txn": "txn", "read": "txn",
           "read-scan": "scan", "final-read-scan": "scan"}
 #: Bad reads whose in-flight transfers are looked up (the rest are counted).
 EXPLAINED = 1000
+#: Bad reads the timeline page draws at most (every one is still listed).
+PAGE_WITNESSES = 12
+#: A bad read's first problem, as an anomaly's kind.
+_KIND = {"wrong-total": "wrong total", "negative": "negative balance",
+         "missing": "incomplete read", "unexpected": "incomplete read",
+         "malformed": "malformed read"}
 
 
 def read_kind(f: str) -> str | None:
@@ -198,6 +205,32 @@ class BankResult:
                     "scan_violations": [b.to_dict() for b in self.scan_violations[:limit]],
                     "nonsnapshot_scans": [b.to_dict() for b in self.nonsnapshot_scans[:limit]]},
                 "witness": self.witness.to_dict() if self.witness else None}
+
+    def anomalies(self) -> list[Anomaly]:
+        """Every bad read that counts, at its read, in time order."""
+        out = [Anomaly(_KIND[b.problems[0]], b.op, b.line(self.total))
+               for b in self.bad_reads if b.counts]
+        return in_time_order(out)
+
+    def page(self, ops: int, path: str | None = None,
+             limit: int = PAGE_WITNESSES) -> CheckResult:
+        """The timeline page's view: the whole history's op count and, for
+        each of the first ``limit`` bad reads (the witness first), the read
+        and the transfers in flight while it ran."""
+        counted = [b for b in self.bad_reads if b.counts]
+        if self.witness is not None:
+            counted = [self.witness] + [b for b in counted if b is not self.witness]
+        keys = []
+        for b in counted[:limit]:
+            when = f" at {b.at_s:.3f} s" if b.at_s is not None else ""
+            where = f" on {b.op.node}" if b.op.node else ""
+            window = sorted([*b.in_flight, b.op], key=lambda op: op.call)
+            saw = f"sum {b.sum}" if b.sum is not None else "no sum"
+            keys.append(KeyResult(f"{b.op.f}{when}{where}", INVALID, len(window), "bank",
+                                  witness=Witness(b.op, [], [], [saw], window,
+                                                  b.line(self.total))))
+        return CheckResult(self.verdict, "bank", ops, self.elapsed, keys, path,
+                           self.reason)
 
     def describe(self, shown: int = 10) -> str:
         f = self.figures()
@@ -362,6 +395,17 @@ class _Spans:
         out += [t for t in self.open if t.call < r.ret and _amount(t) == amount]
         out.sort(key=lambda t: t.call)
         return out
+
+
+def describe_op(op: Operation) -> str:
+    """A bank op as the timeline labels it."""
+    if op.f == TRANSFER:
+        v = _transfer(op) or {}
+        return f"transfer {v.get('from')}->{v.get('to')} {v.get('amount')}"
+    if op.status != "ok" or not isinstance(op.output, dict):
+        return f"{op.f} ({op.status})"
+    total = sum(b for b in op.output.values() if type(b) is int)
+    return f"{op.f} -> total {total}"
 
 
 def _amount(op: Operation) -> Any:

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from checkers import unique_register, wgl
 from checkers.history import History, Operation
@@ -95,6 +95,15 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@dataclass
+class _Ops:
+    """One history's paired ops and the model they are checked against."""
+
+    ops: list[Operation]
+    model: Model
+    path: str | None
+
+
 def check_histories(histories: Iterable[History], *, model: str | None = None,
                     budget: wgl.Budget | None = None,
                     jobs: int | None = None) -> list[CheckResult]:
@@ -106,21 +115,38 @@ def check_histories(histories: Iterable[History], *, model: str | None = None,
     ``ValueError`` if a history's ops do not fit the model (an op name the
     model does not know, a malformed cas value).
     """
+    def paired() -> Iterator[_Ops]:
+        for history in histories:
+            ops = history.operations()
+            yield _Ops(ops, model_for(history, ops, model), history.path)
+    return _check(paired(), budget, jobs)
+
+
+def check_ops(ops: list[Operation], model: str, *, path: str | None = None,
+              budget: wgl.Budget | None = None, jobs: int | None = None) -> CheckResult:
+    """Check one history's ops, already paired (a run's analysis pairs them
+    once for every checker), against the model named; ``path`` only labels the
+    result.  ``ValueError`` as for :func:`check_histories`."""
+    return _check([_Ops(ops, get_model(model), path)], budget, jobs)[0]
+
+
+def _check(histories: Iterable[_Ops], budget: wgl.Budget | None,
+           jobs: int | None) -> list[CheckResult]:
+    """The one core: each history split by key, every key checked (in forked
+    workers when it pays), one result per history, in the same order."""
     global _TASKS, _MODELS, _BUDGET
     t0 = time.monotonic()
     tasks: list[_Task] = []
     models: list[Model] = []
     counts: list[int] = []
     paths: list[str | None] = []
-    for h_idx, history in enumerate(histories):
-        ops = history.operations()
-        paths.append(history.path)
-        m = model_for(history, ops, model)
-        for op in ops:
-            m.keep(op)  # surfaces ops the model cannot read before any work
-        models.append(m)
-        counts.append(len(ops))
-        for key, part in m.partition(ops).items():
+    for h_idx, h in enumerate(histories):
+        for op in h.ops:
+            h.model.keep(op)  # surfaces ops the model cannot read before any work
+        paths.append(h.path)
+        models.append(h.model)
+        counts.append(len(h.ops))
+        for key, part in h.model.partition(h.ops).items():
             tasks.append(_Task(h_idx, key, part))
     jobs = jobs or os.cpu_count() or 1
     budget = budget or wgl.Budget()

@@ -9,11 +9,14 @@ op has no completion time (its outcome is unknown), so it has no latency:
 the raw plot shows it as a triangle at its invocation time in a strip above
 the latency axes, and the rate plot counts it at its invocation.
 
-Time on every x axis is seconds since ``t0`` (default: the first time of the
-ops and nemesis events). Fault intervals come from
-:func:`checkers.stats.parse_nemesis` and are shaded, one colour per fault,
-named in the legend and, where there is room, above the span; instant
-nemesis events (e.g. ``transfer-leader``) are dotted vertical lines.
+Time on every x axis is seconds since ``t0`` (a run passes the moment its
+test started; default: the first time of the ops and nemesis events). Fault
+intervals come from :func:`checkers.stats.parse_nemesis` and are shaded, one
+colour per fault, named in the legend and, where there is room, above the
+span with what they hit (``partition-leader n3``); instant nemesis events
+(e.g. ``transfer-leader``) are dotted vertical lines.  Anomalies the
+checkers found (:class:`checkers.report.Anomaly`) are red marks on the raw
+latency plot at their op, so the fault that produced each is in view.
 
 matplotlib is used through its object API on the Agg canvas (no pyplot, no
 display, safe in worker threads).
@@ -38,6 +41,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from checkers.history import Event, Operation  # noqa: E402
+from checkers.report import Anomaly  # noqa: E402
 from checkers.stats import Mark, history_bounds, parse_nemesis  # noqa: E402
 
 __all__ = ["ops_frame", "latency_summary", "plot_all", "plot_latency_raw",
@@ -59,7 +63,11 @@ _FAULT_COLOURS = ["#fdb462", "#80b1d3", "#b3de69", "#fb8072", "#bebada", "#ffed6
                   "#8dd3c7", "#fccde5", "#d9d9d9", "#ccebc5"]
 #: Width of one character of an interval's name, as a fraction of the axes.
 _CHAR_FRACTION = 0.0062
+#: Rows of fault names above a plot.
+_LABEL_ROWS = 2
 _NICE_WINDOWS = (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600)
+_ANOMALY_COLOUR = "#d00000"
+_ANOMALY_MARKERS = ("*", "D", "P", "X", "s", "v")
 
 
 def quantiles_height(n_fs: int) -> float:
@@ -116,8 +124,9 @@ class _Context:
     """What every plot shares: the frame, time origin, faults and colours."""
 
     def __init__(self, ops: Sequence[Operation], nemesis_events: Iterable[Event],
-                 t0: int | None) -> None:
+                 t0: int | None, anomalies: Sequence[Anomaly] = ()) -> None:
         events = list(nemesis_events)
+        self.anomalies = [a for a in anomalies if a.time is not None]
         first, last = history_bounds(ops, events)
         self.t0 = t0 if t0 is not None else (first or 0)
         self.df = ops_frame(ops, self.t0)
@@ -130,9 +139,10 @@ class _Context:
                              for i, n in enumerate(names)}
 
     def shade(self, ax: Axes, *, labels: bool) -> None:
-        """Fault intervals as spans (named above them where the names do not
-        collide) and instants as dotted lines."""
-        placed_until = -math.inf  # right edge of the last name, in axes fraction
+        """Fault intervals as spans, each named above it with what it hit in
+        the first of ``_LABEL_ROWS`` rows where the name collides with none
+        (composed faults share a window), and instants as dotted lines."""
+        placed_until = [-math.inf] * _LABEL_ROWS  # right edge of each row's last name
         span = self.end_s * 1.01
         for iv in self.intervals:
             a = (iv.start - self.t0) / 1e9
@@ -141,11 +151,14 @@ class _Context:
             if not labels:
                 continue
             centre = (a + b) / 2 / span
-            half = (len(iv.name) * _CHAR_FRACTION + 0.01) / 2
-            if centre - half >= placed_until:
-                ax.text(centre, 1.0, iv.name, transform=ax.transAxes, ha="center",
-                        va="bottom", fontsize=8, color="#444444", clip_on=False)
-                placed_until = centre + half
+            half = (len(iv.label) * _CHAR_FRACTION + 0.01) / 2
+            row = next((r for r, edge in enumerate(placed_until) if centre - half >= edge), None)
+            if row is not None:
+                ax.annotate(iv.label, (centre, 1.0), xycoords="axes fraction",
+                            xytext=(0, 1 + 11 * row), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=8, color="#444444",
+                            annotation_clip=False)
+                placed_until[row] = centre + half
         for m in self.marks:
             ax.axvline((m.time - self.t0) / 1e9, color="#555555", ls=":", lw=1, zorder=1)
 
@@ -156,9 +169,38 @@ class _Context:
             hs.append(Line2D([], [], color="#555555", ls=":", label=label))
         return hs
 
+    def mark_anomalies(self, ax: Axes) -> list[Any]:
+        """Each anomaly at its op's invocation: at the op's latency when it has
+        one, on the top edge when it has none (an info op); legend handles."""
+        kinds = list(dict.fromkeys(a.kind for a in self.anomalies))
+        handles: list[Any] = []
+        for i, kind in enumerate(kinds):
+            mine = [a for a in self.anomalies if a.kind == kind]
+            style: dict[str, Any] = dict(
+                ls="none", marker=_ANOMALY_MARKERS[i % len(_ANOMALY_MARKERS)], ms=11,
+                mfc=_ANOMALY_COLOUR, mec="#000000", mew=0.6, zorder=6)
+            at_latency: tuple[list[float], list[float]] = ([], [])
+            on_top: list[float] = []
+            for a in mine:
+                call, ret = a.op.call_time, a.op.ret_time
+                if call is None:
+                    continue
+                if ret is not None and a.op.status != "info":
+                    at_latency[0].append((call - self.t0) / 1e9)
+                    at_latency[1].append(max((ret - call) / 1e6, 1e-3))
+                else:
+                    on_top.append((call - self.t0) / 1e9)
+            if on_top:
+                ax.plot(on_top, [0.97] * len(on_top), transform=ax.get_xaxis_transform(),
+                        clip_on=False, **style)
+            if at_latency[0]:
+                ax.plot(*at_latency, **style)
+            handles.append(Line2D([], [], label=f"{kind} ({len(mine)})", **style))
+        return handles
+
     def xaxis(self, ax: Axes) -> None:
         ax.set_xlim(0, self.end_s * 1.01)
-        ax.set_xlabel("time since start (s)")
+        ax.set_xlabel("seconds since the test started")
 
 
 def _mark_label(m: Mark) -> str:
@@ -237,6 +279,7 @@ def plot_latency_raw(ctx: _Context, path: Path, prefix: str = "") -> Path:
     ctx.shade(strip, labels=True)
     ctx.shade(ax, labels=False)
     ax.set_yscale("log")
+    anomalies = ctx.mark_anomalies(ax)
     _log_ms_axis(ax)
     ax.set_ylabel("latency (ms, log scale)")
     ax.grid(True, which="major", axis="y", alpha=0.3)
@@ -252,6 +295,7 @@ def plot_latency_raw(ctx: _Context, path: Path, prefix: str = "") -> Path:
                          for s in ("ok", "fail", "info")],
                         "outcome")
     handles += _heading(ctx.fault_handles(), "nemesis")
+    handles += _heading(anomalies, "anomaly")
     _legend(fig, handles)
     fig.savefig(path, dpi=DPI)
     return path
@@ -347,16 +391,17 @@ def _fmt_window(w: float) -> str:
 
 def plot_all(ops: Sequence[Operation], nemesis_events: Iterable[Event],
              out_dir: str | Path, *, t0: int | None = None, title: str = "",
-             window_s: float | None = None) -> list[Path]:
+             window_s: float | None = None, anomalies: Sequence[Anomaly] = ()) -> list[Path]:
     """Write latency-raw.png, latency-quantiles.png and rate.png into
     ``out_dir`` (created if needed); return their paths.
 
     ``title`` prefixes each plot's title (e.g. the test name); ``window_s``
-    overrides the automatic window of the quantile and rate plots.
+    overrides the automatic window of the quantile and rate plots;
+    ``anomalies`` are marked on the raw latency plot.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(ops, nemesis_events, t0)
+    ctx = _Context(ops, nemesis_events, t0, anomalies)
     pre = f"{title}\n" if title else ""  # its own line: a long name would run under the legend
     return [plot_latency_raw(ctx, out / "latency-raw.png", pre),
             plot_latency_quantiles(ctx, out / "latency-quantiles.png", pre, window_s),

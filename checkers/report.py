@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 from checkers.history import NEVER, Operation
 from checkers.result import INVALID, VALID, CheckResult, KeyResult, Witness
 
 #: How many ops of a window or prefix to print before eliding the rest.
 SHOWN = 12
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One thing a checker found wrong, tied to the op that shows it, so that
+    the plots and the timeline can place it in time next to the faults."""
+
+    #: what went wrong: "stale read", "lost", "not linearizable", "wrong total", ...
+    kind: str
+    op: Operation
+    #: one line a person reads
+    text: str
+
+    @property
+    def time(self) -> int | None:
+        """When it showed: the op's invocation (monotonic ns)."""
+        return self.op.call_time
+
+    def to_dict(self, t0: int | None) -> dict[str, Any]:
+        at = None if self.time is None or t0 is None else (self.time - t0) / 1e9
+        return {"kind": self.kind, "at_s": at, "node": self.op.node, "op": self.op.id,
+                "process": self.op.process, "text": self.text}
+
+
+def in_time_order(anomalies: Iterable[Anomaly]) -> list[Anomaly]:
+    """Anomalies by when they showed; those with no time last."""
+    return sorted(anomalies, key=lambda a: (a.time is None, a.time or 0))
 
 
 def summary_line(r: CheckResult, path: str) -> str:

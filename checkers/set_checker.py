@@ -68,15 +68,23 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from checkers.history import NEVER, Operation, freeze
-from checkers.result import INVALID, UNKNOWN, VALID
+from checkers.report import Anomaly, in_time_order
+from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, KeyResult, Witness
 
 __all__ = ["check_set", "SetResult", "StaleRead", "ReadAnomaly", "SetWitness",
-           "ADD", "FINAL_READ", "is_read", "is_final_read"]
+           "ADD", "FINAL_READ", "is_read", "is_final_read", "describe_op"]
 
 ADD = "add"
 FINAL_READ = "final-read"
 #: How many elements of a list ``describe`` prints before "and N more".
 SHOWN_ELEMENTS = 10
+#: Witnesses the timeline page draws at most (every anomaly is still listed).
+PAGE_WITNESSES = 12
+#: What each kind of bad read holds, in words.
+_HOLDS = {"phantom": "elements no add ever attempted",
+          "duplicate": "elements more than once",
+          "early": "elements whose add was invoked after the read completed",
+          "failed-seen": "elements whose add certainly failed"}
 
 
 def is_final_read(f: str) -> bool:
@@ -168,6 +176,15 @@ class ReadAnomaly:
     op: Operation
     elements: dict[Any, int]
     at_s: float | None
+    kind: str  # "phantom" | "duplicate" | "early" | "failed-seen"
+
+    def line(self) -> str:
+        op = self.op
+        counts = self.elements if self.kind == "duplicate" else None
+        return (f"{op.f} by process {op.process}" + (f" on {op.node}" if op.node else "")
+                + (f" at {self.at_s:.3f} s" if self.at_s is not None else "")
+                + f" returned {_HOLDS[self.kind]}: "
+                + _list(_sorted(self.elements), SHOWN_ELEMENTS, counts=counts))
 
     def to_dict(self, limit: int = 1000) -> dict[str, Any]:
         items = list(self.elements.items())[:limit]
@@ -187,6 +204,17 @@ class SetWitness:
     adds: list[Operation]
     elements: list[Any]
     explanation: str
+
+    def key_result(self, title: str) -> KeyResult:
+        """The witness drawn like a linearizability witness on the timeline
+        page: the adds it concerns, in the order they were acknowledged, and
+        the read (the first final read, for lost elements)."""
+        adds = sorted(self.adds, key=lambda op: op.ret)
+        window = sorted([*self.adds, *self.reads], key=lambda op: op.call)
+        return KeyResult(title, INVALID, len(window), self.kind, witness=Witness(
+            failing_op=self.reads[0], linearized=adds,
+            states_after=[f"has {a.input}" for a in adds],
+            states=[_brief(self.elements)], window=window, explanation=self.explanation))
 
     def to_dict(self, limit: int = 100, t0: int | None = None) -> dict[str, Any]:
         return {"kind": self.kind, "explanation": self.explanation,
@@ -315,18 +343,74 @@ class SetResult:
             lines.append(f"  ... and {self.stale_count - shown} more stale reads")
         if self.lost:
             lines.append(f"  lost elements: {_list(self.lost, SHOWN_ELEMENTS)}")
-        for label, items in (("phantom", self.phantoms), ("duplicate", self.duplicates),
-                             ("early", self.early), ("failed-add", self.failed_seen)):
-            for r in items[:shown]:
-                lines.append(f"  {r.op.f} by process {r.op.process}"
-                             + (f" on {r.op.node}" if r.op.node else "")
-                             + (f" at {r.at_s:.3f} s" if r.at_s is not None else "")
-                             + f" holds {label} elements: "
-                             + _list(_sorted(r.elements), SHOWN_ELEMENTS,
-                                     counts=r.elements if label == "duplicate" else None))
+        for items in (self.phantoms, self.duplicates, self.early, self.failed_seen):
+            lines += ["  " + r.line() for r in items[:shown]]
         if self.witness:
             lines.append(f"  witness: {self.witness.explanation}")
         return "\n".join(lines)
+
+    # ------------------------------------------------------ for the report
+
+    def witnesses(self, limit: int | None = None) -> list[SetWitness]:
+        """The evidence, clearest first: stale reads (the worst first), the
+        lost elements, then each read holding elements it must not hold."""
+        out: list[SetWitness] = []
+        stale = sorted(self.stale_reads, key=lambda s: (
+            -(s.stale_ms if s.stale_ms is not None else -1.0), -len(s.missing), s.op.call))
+        for i, sr in enumerate(stale[:limit]):
+            out.append(SetWitness("stale-read", [sr.op], [self.add_ops[e] for e in sr.missing],
+                                  list(sr.missing),
+                                  ("the worst stale read: " if i == 0 else "") + sr.line()))
+        if self.lost:
+            adds = sorted((self.add_ops[e] for e in self.lost), key=lambda op: op.ret)
+            out.append(SetWitness("lost", list(self.final_reads), adds, list(self.lost),
+                                  f"{len(self.lost)} acknowledged elements are missing from "
+                                  f"every final read: {_list(self.lost, SHOWN_ELEMENTS)}"))
+        for items in (self.phantoms, self.duplicates, self.early, self.failed_seen):
+            for a in items:
+                els = _sorted(a.elements)
+                out.append(SetWitness(a.kind, [a.op],
+                                      [self.add_ops[e] for e in els if e in self.add_ops],
+                                      els, a.line()))
+        return out[:limit]
+
+    def anomalies(self) -> list[Anomaly]:
+        """Every anomaly at the op that shows it, in time order: each stale
+        read, each lost element (at its add) and each bad read."""
+        out = [Anomaly("stale read", s.op, s.line()) for s in self.stale_reads]
+        out += [Anomaly("lost", self.add_ops[e],
+                        f"element {e}, acknowledged, is missing from every final read")
+                for e in self.lost]
+        for items in (self.phantoms, self.duplicates, self.early, self.failed_seen):
+            out += [Anomaly(a.kind, a.op, a.line()) for a in items]
+        return in_time_order(out)
+
+    def page(self, ops: int, path: str | None = None,
+             limit: int = PAGE_WITNESSES) -> CheckResult:
+        """The timeline page's view: the whole history's op count and a
+        witness for each of the first ``limit`` pieces of evidence."""
+        keys = []
+        for w in self.witnesses(limit):
+            first = w.reads[0] if w.kind != "lost" else w.adds[0]
+            at = _secs(first.call_time, self.t0)
+            where = f" on {first.node}" if first.node else ""
+            when = f" at {at:.3f} s" if at is not None else ""
+            keys.append(w.key_result(f"{w.kind}{when}{where}"))
+        return CheckResult(self.verdict, "set", ops, self.elapsed, keys, path,
+                           self.reason)
+
+
+def describe_op(op: Operation) -> str:
+    """A set op as the timeline labels it."""
+    if op.f == ADD:
+        return f"add {op.input}"
+    got = _elements(op) or []
+    return f"{op.f} -> {len(got)} elements" if op.status == "ok" else f"{op.f} ({op.status})"
+
+
+def _brief(elements: list[Any], shown: int = 8) -> str:
+    more = f" and {len(elements) - shown} more" if len(elements) > shown else ""
+    return ", ".join(map(str, elements[:shown])) + more
 
 
 def _list(xs: Sequence[Any], shown: int, counts: dict[Any, int] | None = None) -> str:
@@ -437,7 +521,7 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
         if len(s) != len(xs):
             counts = Counter(freeze(x) for x in xs)
             dups.append(ReadAnomaly(r, {e: n for e, n in sorted(
-                counts.items(), key=lambda kv: repr(kv[0])) if n > 1}, at))
+                counts.items(), key=lambda kv: repr(kv[0])) if n > 1}, at, "duplicate"))
         # One pass over the read: what it holds beyond the acknowledged set.
         # (It holds all of that set iff |s| - |extra| == |acked_before|.)
         extra = s - acked_before
@@ -452,16 +536,17 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
                 elif c > r.ret:
                     ea.append(e)
             if ph:
-                phantoms.append(ReadAnomaly(r, {e: 1 for e in _sorted(ph)}, at))
+                phantoms.append(ReadAnomaly(r, {e: 1 for e in _sorted(ph)}, at, "phantom"))
             if ea:
-                early.append(ReadAnomaly(r, {e: 1 for e in _sorted(ea)}, at))
+                early.append(ReadAnomaly(r, {e: 1 for e in _sorted(ea)}, at, "early"))
         if interesting:
             hit = s & interesting
             if hit:
                 seen_interesting |= hit
                 fs = hit & failed
                 if fs:
-                    failed_seen.append(ReadAnomaly(r, {e: 1 for e in _sorted(fs)}, at))
+                    failed_seen.append(ReadAnomaly(r, {e: 1 for e in _sorted(fs)}, at,
+                                                   "failed-seen"))
         if is_stale:
             missing = _sorted(acked_before - s)
             windows = [w for w in (_ms(r.call_time, acked[e].ret_time) for e in missing)
@@ -498,7 +583,7 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
                     finals, source, stale, by_kind, by_node, _sorted(lost),
                     phantoms, dups, early, failed_seen, recovered, never_read,
                     add_ops=add_ops)
-    res.witness = _witness(res, acked)
+    res.witness = next(iter(res.witnesses(1)), None)
     res.elapsed = _time.perf_counter() - started
     return res
 
@@ -531,32 +616,3 @@ def _lost(acked: dict[Any, Operation], finals: list[Operation]) -> set[Any]:
             if e not in union:
                 lost.add(e)
     return lost
-
-
-def _witness(res: SetResult, acked: dict[Any, Operation]) -> SetWitness | None:
-    if res.stale_reads:
-        worst = max(res.stale_reads, key=lambda s: (s.stale_ms if s.stale_ms is not None
-                                                    else -1.0, len(s.missing)))
-        return SetWitness("stale-read", [worst.op], [acked[e] for e in worst.missing],
-                          list(worst.missing),
-                          "the worst stale read: " + worst.line())
-    if res.lost:
-        adds = sorted((acked[e] for e in res.lost), key=lambda op: op.ret)
-        return SetWitness("lost", list(res.final_reads), adds, list(res.lost),
-                          f"{len(res.lost)} acknowledged elements are missing from "
-                          f"every final read: {_list(res.lost, SHOWN_ELEMENTS)}")
-    for kind, items in (("phantom", res.phantoms), ("duplicate", res.duplicates),
-                        ("early", res.early), ("failed-seen", res.failed_seen)):
-        if items:
-            a = items[0]
-            els = _sorted(a.elements)
-            adds = [res.add_ops[e] for e in els if e in res.add_ops]
-            what = {"phantom": "elements no add ever attempted",
-                    "duplicate": "elements more than once",
-                    "early": "elements whose add was invoked after the read completed",
-                    "failed-seen": "elements whose add certainly failed"}[kind]
-            return SetWitness(kind, [a.op], adds, els,
-                              f"{a.op.f} by process {a.op.process}"
-                              + (f" on {a.op.node}" if a.op.node else "")
-                              + f" returned {what}: {_list(els, SHOWN_ELEMENTS)}")
-    return None

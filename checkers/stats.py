@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 from checkers.history import NEMESIS, Event, Operation
 
 __all__ = ["Interval", "Mark", "parse_nemesis", "nemesis_intervals", "history_bounds",
-           "counts", "compute_stats", "Stats", "PAIRS"]
+           "counts", "compute_stats", "Stats", "PAIRS", "fault_label", "fault_targets"]
 
 #: Start f -> the f's that end it (besides the start-X/stop-X convention).
 PAIRS: dict[str, tuple[str, ...]] = {
@@ -64,6 +64,40 @@ class Interval:
 
     def end_or(self, end: int) -> int:
         return self.end if self.end is not None else max(end, self.start)
+
+    @property
+    def label(self) -> str:
+        return fault_label(self.name, self.value)
+
+
+def fault_label(fault: str, value: Any) -> str:
+    """A fault and what it hit, e.g. ``partition-leader n3``."""
+    return f"{fault} {fault_targets(value)}".rstrip()
+
+
+def fault_targets(value: Any) -> str:
+    """What a fault hit, briefly, from the shapes the nemesis records: the node
+    cut off (``n3``) or the sides of a split (``n1 n2 | n3 n4 n5``), the node
+    whose clock or process it touched, a leadership move (``n1->n2``), or the
+    delay or loss of every link."""
+    if not isinstance(value, dict) or "error" in value:
+        return ""
+    groups = value.get("groups")
+    if isinstance(groups, list) and groups:
+        sides = sorted((list(map(str, g)) for g in groups), key=len)
+        if len(sides) == 2 and len(sides[0]) == 1 and not set(sides[0]) & set(sides[1]):
+            return sides[0][0]
+        return " | ".join(" ".join(g) for g in sides)
+    if "node" in value:
+        return str(value["node"])
+    move = value.get("first")
+    if isinstance(move, dict):
+        return f"{move.get('from')}->{move.get('to')}"
+    if "ms" in value:
+        return f"{value['ms']} ms"
+    if isinstance(value.get("p"), (int, float)):
+        return f"{value['p']:.0%} loss"
+    return ""
 
 
 @dataclass
@@ -267,8 +301,9 @@ def compute_stats(ops: Sequence[Operation], nemesis_events: Iterable[Event] = ()
         within = timed[bisect.bisect_left(calls, iv.start):bisect.bisect_left(calls, stop)]
         by_fault_ops.setdefault(iv.name, []).extend(within)
         by_fault_n[iv.name] += 1
-        rows.append({"name": iv.name, "start_f": iv.start_f, "stop_f": iv.stop_f,
-                     "value": iv.value, "closed": iv.stop_f is not None,
+        rows.append({"name": iv.name, "targets": fault_targets(iv.value),
+                     "start_f": iv.start_f, "stop_f": iv.stop_f, "value": iv.value,
+                     "closed": iv.stop_f is not None,
                      "start_s": _secs(iv.start, t0), "end_s": _secs(stop, t0),
                      **counts(within, (stop - iv.start) / 1e9)})
     by_fault = {}

@@ -5,6 +5,12 @@ lane per process, ops as bars from invocation to completion along the event
 order, the linearization found as numbered markers joined by a line, and the
 op that cannot be placed in red with the states the model could have been in.
 
+The page of a fault test (``run``: :class:`RunOverview`) also shows the
+whole run on its own clock, seconds since the test started: a header that
+counts the whole history, a strip with the fault windows as bands and every
+anomaly as a mark, a list of the anomalies to jump between, and the fault
+windows as bands behind each witness's bars.
+
 The page needs no network access: the CSS, the SVG (generated here) and the
 few lines of JavaScript (tooltips and hover highlighting only) are inline.
 Every piece of text from a history is escaped, so values can be anything.
@@ -14,15 +20,19 @@ Every piece of text from a history is escaped, so values can be anything.
 
 from __future__ import annotations
 
+import bisect
 import html
 import math
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from checkers.history import Operation
+from checkers.report import Anomaly
 from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, KeyResult, Witness
+from checkers.stats import Interval
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["render_html", "write_html", "RunOverview"]
 
 #: Bars drawn in one timeline at most (the ops nearest the failing op win).
 MAX_BARS = 2000
@@ -34,6 +44,11 @@ MAX_PREFIX_ROWS = 300
 MAX_STATES = 100
 #: Valid keys listed by name in the summary at most.
 MAX_VALID_KEYS = 500
+#: Anomalies listed at most (the page says how many more).
+MAX_ANOMALIES = 300
+#: One colour per fault name, as in the plots.
+FAULT_COLOURS = ["#fdb462", "#80b1d3", "#b3de69", "#fb8072", "#bebada", "#ffed6f",
+                 "#8dd3c7", "#fccde5", "#d9d9d9", "#ccebc5"]
 
 # Geometry of a timeline, in pixels.
 _LABELS = 76        # the fixed column of lane labels
@@ -46,6 +61,58 @@ _BAR_TOP = 5        # bar offset inside its lane
 _CHAR = 6.7         # width of one character of the 11px monospace label
 _MARK_R = 8         # radius of a linearization marker
 _MIN_WIDTH = 1000   # timelines narrower than this are spread out
+_STRIP_W = 1000     # the run strip
+_STRIP_PAD = 16
+_BAND_LABEL_EVERY = 600  # a fault band's name repeats this often along a timeline
+#: Checkers whose witnesses are anomalies, not keys.
+_NOT_KEYED = ("set", "bank")
+_NICE_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+@dataclass
+class RunOverview:
+    """The fault test a page reports on, on the run's own clock: what its
+    header counts, the fault windows it draws as bands, the anomalies it lists.
+    ``t0`` (monotonic ns) is when the test started: every time on the page is
+    seconds since then."""
+
+    ops: int
+    t0: int
+    #: the history's last time (ns)
+    end: int
+    faults: Sequence[Interval] = ()
+    anomalies: Sequence[Anomaly] = ()
+
+    def at(self, t: int) -> float:
+        return (t - self.t0) / 1e9
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.at(self.end), 0.0)
+
+    def colour(self, fault: str) -> str:
+        names = list(dict.fromkeys(iv.name for iv in self.faults))
+        return FAULT_COLOURS[names.index(fault) % len(FAULT_COLOURS)]
+
+
+@dataclass
+class _Page:
+    """What every part of one page shares."""
+
+    desc: Callable[[Operation], str]
+    max_bars: int
+    #: bars the page may still draw
+    budget: int
+    run: RunOverview | None
+
+    def clock(self, t: int | None) -> str:
+        """A time as the page shows it: seconds since the test started when
+        the page belongs to a run, the history's own clock otherwise."""
+        if t is None:
+            return "–"
+        if self.run is None:
+            return f"{t / 1e9:.6f} s"
+        return f"{self.run.at(t):.3f} s"
 
 
 def _e(value: Any) -> str:
@@ -75,10 +142,6 @@ def _secs(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def _ns(t: int | None) -> str:
-    return "–" if t is None else f"{t / 1e9:.6f} s"
-
-
 def _pos(p: float) -> str:
     return "never" if p == math.inf else str(int(p))
 
@@ -105,13 +168,13 @@ def _proc_order(p: Any) -> tuple[int, Any]:
     return (0, p) if isinstance(p, int) else (1, str(p))
 
 
-def _tip(op: Operation, label: str, role: str) -> str:
+def _tip(page: _Page, op: Operation, label: str, role: str) -> str:
     lines = [label, f"op {op.id} · process {op.process}" + (f" · {role}" if role else ""),
              f"f: {op.f}", f"input: {_val(op.input)}", f"output: {_val(op.output)}",
              f"status: {op.status}",
-             f"call: event {op.call} · t={_ns(op.call_time)}",
+             f"call: event {op.call} · t={page.clock(op.call_time)}",
              "ret: never (indeterminate)" if op.ret == math.inf
-             else f"ret: event {_pos(op.ret)} · t={_ns(op.ret_time)}"]
+             else f"ret: event {_pos(op.ret)} · t={page.clock(op.ret_time)}"]
     if op.node:
         lines.append(f"node: {op.node}")
     if op.error is not None:
@@ -181,6 +244,16 @@ svg.tl .badmark text { font-size: 10px; font-weight: 700; fill: #fff; text-ancho
 svg.tl .badline { stroke: var(--bad); stroke-width: 1.6; stroke-dasharray: 4 3; fill: none; }
 svg.tl .hl .bar, svg.tl .bar.hl { stroke: #000; stroke-width: 2.6; }
 svg.tl .never { font-size: 10px; fill: var(--muted); }
+svg.tl .lanenode { font-weight: normal; fill: var(--muted); }
+svg .bandlabel { font-size: 10px; fill: #444; }
+svg.strip { display: block; font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+svg.strip .tick { font-size: 10px; fill: var(--muted); }
+svg.strip .axis { stroke: #9aa0a6; stroke-width: 1; }
+svg.strip .anomaly { stroke: var(--bad); stroke-width: 1.6; }
+svg.strip a:hover .anomaly { stroke-width: 3; }
+.anomalies { max-height: 260px; overflow: auto; border: 1px solid var(--line); border-radius: 6px;
+  padding: 6px 10px 6px 38px; margin: 6px 0 12px; }
+.anomalies li { margin: 2px 0; }
 #tip { position: fixed; z-index: 10; pointer-events: none; display: none; max-width: 520px; white-space: pre-wrap;
   background: #202124; color: #f1f3f4; padding: 7px 10px; border-radius: 6px; font: 12px/1.4 ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace;
   box-shadow: 0 2px 8px rgba(0,0,0,.25); }
@@ -224,15 +297,16 @@ _JS = """
 
 
 def render_html(results: list[CheckResult], *, title: str,
-                describe: Callable[[Operation], str],
+                describe: Callable[[Operation], str], run: RunOverview | None = None,
                 max_bars: int = MAX_BARS, max_total_bars: int = MAX_TOTAL_BARS) -> str:
     """One self-contained HTML page: a summary, then a witness per bad key.
 
-    ``describe`` labels an op (a model's ``describe_op``).  A timeline draws
-    at most ``max_bars`` ops, the page at most ``max_total_bars``; what is
-    left out is said on the page.
+    ``describe`` labels an op (a model's ``describe_op``); ``run`` is the
+    fault test the results come from, if any.  A timeline draws at most
+    ``max_bars`` ops, the page at most ``max_total_bars``; what is left out
+    is said on the page.
     """
-    desc = _safe_describe(describe)
+    page = _Page(_safe_describe(describe), max_bars, max_total_bars, run)
     out: list[str] = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -243,15 +317,16 @@ def render_html(results: list[CheckResult], *, title: str,
     counts = {v: sum(r.verdict == v for r in results) for v in (VALID, INVALID, UNKNOWN)}
     out.append(f'<p class="muted">{total} histor{"y" if total == 1 else "ies"}: '
                + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + "</p>")
+    if run is not None:
+        out.append(_run_header(run, _anchors(results)))
     out.append(_overview(results))
     for ri, r in enumerate(results):
         out.append(_history_card(ri, r))
-    budget = [max_total_bars]
     for ri, r in enumerate(results):
         for ki, k in enumerate(r.keys):
             if k.verdict == VALID:
                 continue
-            out.append(_key_section(ri, r, ki, k, desc, max_bars, budget))
+            out.append(_key_section(page, ri, r, ki, k))
     out.append('<div id="tip"></div>')
     out.append(f"<script>{_JS}</script>")
     out.append("</body></html>")
@@ -266,9 +341,91 @@ def write_html(path: str | os.PathLike[str], results: list[CheckResult], *,
         fh.write(page)
 
 
+def _title(r: CheckResult, k: KeyResult) -> str:
+    """A witness's name: ``key 'k7'`` for a register, the anomaly itself
+    (``stale-read at 12.412 s on n3``) for checkers whose witnesses are not keys."""
+    if r.model in _NOT_KEYED:
+        return _e(k.key)
+    return f'key <span class="mono">{_e(_key(k.key))}</span>'
+
+
+def _anchors(results: list[CheckResult]) -> dict[int, str]:
+    """The section of each witness, by its failing op (``id``)."""
+    return {id(k.witness.failing_op): f"h{ri}-k{ki}" for ri, r in enumerate(results)
+            for ki, k in enumerate(r.keys) if k.verdict != VALID and k.witness is not None}
+
+
+def _run_header(run: RunOverview, anchors: dict[int, str]) -> str:
+    """The whole run: its size and length, a strip of its fault windows and
+    anomalies, and the list of anomalies, each linked to its witness."""
+    n = len(run.anomalies)
+    out = [f'<p><b>{run.ops:,} ops over {run.duration_s:.1f} s</b> · {len(run.faults)} fault '
+           f"window{'s' if len(run.faults) != 1 else ''} · {n} anomal{'y' if n == 1 else 'ies'}"
+           ' <span class="muted">· every time on this page is seconds since the test '
+           "started</span></p>", _strip(run, anchors)]
+    if run.anomalies:
+        out.append(f"<h3>Anomalies ({n:,}, in time order)</h3>")
+        out.append('<ol class="anomalies">')
+        for a in run.anomalies[:MAX_ANOMALIES]:
+            at = f"{run.at(a.time):.3f} s" if a.time is not None else "–"
+            node = f" on {_e(a.op.node)}" if a.op.node else ""
+            sid = anchors.get(id(a.op))
+            jump = f' <a href="#{sid}">witness</a>' if sid else ""
+            out.append(f'<li><span class="mono">{at}</span> <b>{_e(a.kind)}</b>{node}: '
+                       f'<span class="mono">{_e(a.text)}</span>{jump}</li>')
+        out.append("</ol>")
+        if n > MAX_ANOMALIES:
+            out.append(f'<div class="note">{n - MAX_ANOMALIES:,} more anomalies are in '
+                       "results.json.</div>")
+    return "\n".join(out)
+
+
+def _strip(run: RunOverview, anchors: dict[int, str]) -> str:
+    """The run on one axis: fault windows as named bands, anomalies as red marks."""
+    span = max(run.duration_s, 1e-3)
+    inner = _STRIP_W - 2 * _STRIP_PAD
+    top, bottom = 18, 50
+
+    def x(seconds: float) -> float:
+        return _STRIP_PAD + min(max(seconds / span, 0.0), 1.0) * inner
+
+    g = [f'<svg class="strip" width="{_STRIP_W}" height="{bottom + 22}" role="img">',
+         f'<rect x="{_STRIP_PAD}" y="{top}" width="{inner}" height="{bottom - top}" '
+         'fill="#f6f8fa"/>']
+    placed = -math.inf
+    for iv in run.faults:
+        a, b = x(run.at(iv.start)), x(run.at(iv.end_or(run.end)))
+        g.append(f'<rect x="{a:.1f}" y="{top}" width="{max(b - a, 1.5):.1f}" '
+                 f'height="{bottom - top}" fill="{run.colour(iv.name)}" fill-opacity=".6">'
+                 f"<title>{_e(iv.label)}: {run.at(iv.start):.1f}–"
+                 f"{run.at(iv.end_or(run.end)):.1f} s</title></rect>")
+        if a >= placed:
+            g.append(f'<text class="bandlabel" x="{a:.1f}" y="{top - 5}">{_e(iv.label)}</text>')
+            placed = a + len(iv.label) * 5.6 + 8
+    for an in run.anomalies:
+        if an.time is None:
+            continue
+        ax = x(run.at(an.time))
+        mark = (f'<line class="anomaly" x1="{ax:.1f}" y1="{top - 2}" x2="{ax:.1f}" '
+                f'y2="{bottom + 2}"><title>{_e(an.kind)} at {run.at(an.time):.3f} s: '
+                f"{_e(an.text)}</title></line>")
+        sid = anchors.get(id(an.op))
+        g.append(f'<a href="#{sid}">{mark}</a>' if sid else mark)
+    g.append(f'<line class="axis" x1="{_STRIP_PAD}" y1="{bottom}" x2="{_STRIP_PAD + inner}" '
+             f'y2="{bottom}"/>')
+    step = next((s for s in _NICE_STEPS if span / s <= 12), _NICE_STEPS[-1])
+    for i in range(int(span / step) + 1):
+        tx = x(i * step)
+        g.append(f'<line class="axis" x1="{tx:.1f}" y1="{bottom}" x2="{tx:.1f}" y2="{bottom + 4}"/>'
+                 f'<text class="tick" x="{tx:.1f}" y="{bottom + 15}" text-anchor="middle">'
+                 f"{i * step:g} s</text>")
+    g.append("</svg>")
+    return "\n".join(g)
+
+
 def _overview(results: list[CheckResult]) -> str:
     rows = ['<table class="overview"><tr><th>history</th><th>verdict</th>'
-            '<th class="num">ops</th><th class="num">elapsed</th><th>model</th>'
+            '<th class="num">ops</th><th class="num">check time</th><th>model</th>'
             '<th>keys</th></tr>']
     for ri, r in enumerate(results):
         n = {v: sum(k.verdict == v for k in r.keys) for v in (VALID, INVALID, UNKNOWN)}
@@ -285,7 +442,8 @@ def _overview(results: list[CheckResult]) -> str:
 def _history_card(ri: int, r: CheckResult) -> str:
     out = [f'<div class="card" id="h{ri}"><h3>{_badge(r.verdict)} '
            f'<span class="mono">{_e(r.path or f"history {ri + 1}")}</span></h3>',
-           f'<div class="muted">model {_e(r.model)} · {r.ops:,} ops · {_secs(r.elapsed)} · '
+           f'<div class="muted">model {_e(r.model)} · {r.ops:,} ops · '
+           f'checked in {_secs(r.elapsed)} · '
            f"{len(r.keys)} key{'s' if len(r.keys) != 1 else ''}</div>"]
     if r.reason:
         out.append(f"<p>{_e(r.reason)}</p>")
@@ -293,10 +451,12 @@ def _history_card(ri: int, r: CheckResult) -> str:
     if bad:
         out.append('<ul class="keys">')
         for ki, k in bad:
-            extra = [f"{k.ops:,} ops", _e(k.algorithm), _secs(k.elapsed)]
+            extra = [f"{k.ops:,} ops", _e(k.algorithm)]
+            if k.elapsed:
+                extra.append(_secs(k.elapsed))
             if k.explored:
                 extra.append(f"{k.explored:,} states explored")
-            link = f'<a href="#h{ri}-k{ki}">key <span class="mono">{_e(_key(k.key))}</span></a>'
+            link = f'<a href="#h{ri}-k{ki}">{_title(r, k)}</a>'
             line = f"<li>{_badge(k.verdict)} {link} <span class=\"muted\">· {' · '.join(extra)}</span>"
             if k.witness is not None:
                 line += (f'<br><span class="muted">failing op:</span> '
@@ -322,20 +482,27 @@ def _history_card(ri: int, r: CheckResult) -> str:
 
 # -------------------------------------------------------------- a bad key
 
-#: How the failure box words a witness, by model: the set checker's witness
-#: is a stale read, not an op that cannot be linearized.
+#: How the failure box words a witness, by its kind (the key's algorithm): a
+#: set checker's witness is a stale read, not an op that cannot be linearized.
 _WORDING = {"": ("cannot be linearized", "The model could have been in"),
-            "set": ("is a stale read", "What it missed")}
+            "stale-read": ("is a stale read", "What it missed"),
+            "lost": ("is the first final read", "The lost elements"),
+            "phantom": ("returned elements it must not hold", "Those elements"),
+            "duplicate": ("returned elements it must not hold", "Those elements"),
+            "early": ("returned elements it must not hold", "Those elements"),
+            "failed-seen": ("returned elements it must not hold", "Those elements"),
+            "bank": ("is a bad read", "What it saw")}
 
 
-def _key_section(ri: int, r: CheckResult, ki: int, k: KeyResult,
-                 desc: Callable[[Operation], str], max_bars: int, budget: list[int]) -> str:
+def _key_section(page: _Page, ri: int, r: CheckResult, ki: int, k: KeyResult) -> str:
     sid = f"h{ri}-k{ki}"
+    desc = page.desc
     out = [f'<section class="witness" id="{sid}">',
-           f'<h2>{_badge(k.verdict)} key <span class="mono">{_e(_key(k.key))}</span> '
+           f'<h2>{_badge(k.verdict)} {_title(r, k)} '
            f'<span class="muted" style="font-size:13px;font-weight:normal">in '
            f'<a class="mono" href="#h{ri}">{_e(r.path or f"history {ri + 1}")}</a></span></h2>',
-           f'<div class="muted">{k.ops:,} ops · {_e(k.algorithm)} · {_secs(k.elapsed)}'
+           f'<div class="muted">{k.ops:,} ops · {_e(k.algorithm)}'
+           + (f" · {_secs(k.elapsed)}" if k.elapsed else "")
            + (f" · {k.explored:,} states explored" if k.explored else "") + "</div>"]
     if k.reason:
         out.append(f"<p><b>Reason:</b> {_e(k.reason)}</p>")
@@ -346,7 +513,7 @@ def _key_section(ri: int, r: CheckResult, ki: int, k: KeyResult,
         out.append("</section>")
         return "\n".join(out)
     fail_label = desc(w.failing_op)
-    verb, states_head = _WORDING.get(r.model, _WORDING[""])
+    verb, states_head = _WORDING.get(k.algorithm, _WORDING[""])
     states = w.states[:MAX_STATES]
     more = len(w.states) - len(states)
     out.append('<div class="failure">'
@@ -360,21 +527,22 @@ def _key_section(ri: int, r: CheckResult, ki: int, k: KeyResult,
                + "</div></div>")
     out.append(f'<div class="muted">Window: {len(w.window):,} ops · linearized prefix: '
                f"{len(w.linearized):,} ops before the failing op.</div>")
-    ops, notes = _select(w, max_bars)
-    if budget[0] <= 0:
+    ops, notes = _select(w, page.max_bars)
+    if page.budget <= 0:
         out.append('<p class="note">Timeline left out: the page already draws '
                    "as many bars as it can hold. The tables below still give the witness.</p>")
     else:
-        if len(ops) > budget[0]:
-            ops = _nearest(ops, w.failing_op, budget[0])
+        if len(ops) > page.budget:
+            ops = _nearest(ops, w.failing_op, page.budget)
             notes.append(f"the page's bar budget is nearly spent: this timeline draws {len(ops)} ops")
-        budget[0] -= len(ops)
+        page.budget -= len(ops)
         for n in notes:
             out.append(f'<div class="note">Truncated: {_e(n)}.</div>')
-        out.append(_legend())
-        out.append(_svg(sid, w, ops, desc))
-    out.append(_window_table(w, desc, max_bars))
-    out.append(_prefix_table(w, desc))
+        out.append(_legend(bool(page.run and page.run.faults)))
+        out.append(_svg(page, sid, w, ops))
+    out.append(_window_table(page, w))
+    if w.linearized:
+        out.append(_prefix_table(w, desc))
     out.append("</section>")
     return "\n".join(out)
 
@@ -411,10 +579,12 @@ def _select(w: Witness, max_bars: int) -> tuple[list[Operation], list[str]]:
     return sorted(window + extra, key=lambda o: o.call), notes
 
 
-def _legend() -> str:
+def _legend(faults: bool) -> str:
     def sw(style: str) -> str:
         return f'<span class="sw" style="{style}"></span>'
-    return ('<div class="legend">'
+    band = (f'<span>{sw("background:#fdb462;opacity:.5")}a fault in effect (named above)</span>'
+            if faults else "")
+    return ('<div class="legend">' + band +
             f'<span>{sw("background:#c9dafc;border:1px solid #2f5fb8")}ok</span>'
             f'<span>{sw("background:linear-gradient(90deg,#e59a2f,rgba(229,154,47,0));border:1px solid #e59a2f;border-right:none")}indeterminate (info): may take effect any time after its call</span>'
             f'<span>{sw("background:#eceff1;border:1px dashed #9aa0a6")}failed</span>'
@@ -429,8 +599,8 @@ def _legend() -> str:
             "</div>")
 
 
-def _svg(sid: str, w: Witness, ops: list[Operation],
-         desc: Callable[[Operation], str]) -> str:
+def _svg(page: _Page, sid: str, w: Witness, ops: list[Operation]) -> str:
+    desc = page.desc
     # Columns: the distinct event positions of the drawn ops, in order.
     cols = sorted({o.call for o in ops} | {int(o.ret) for o in ops if o.ret != math.inf})
     col = {p: i for i, p in enumerate(cols)}
@@ -499,9 +669,14 @@ def _svg(sid: str, w: Witness, ops: list[Operation],
         g.append(f'<rect {band} width="{width}"/>')
         labels_svg.append(f'<rect {band} width="{_LABELS}"/>')
         name = str(p) if not isinstance(p, int) else f"p{p}"
+        node = next((o.node for o in by_proc[p] if o.node), None)
         short = name if len(name) <= 8 else name[:7] + "…"
+        on = f'<tspan class="lanenode"> {_e(node)}</tspan>' if node else ""
         labels_svg.append(f'<text class="lanelabel" x="8" y="{top + _BAR_TOP + _BAR / 2 + 4}">'
-                          f"<title>process {_e(p)}</title>{_e(short)}</text>")
+                          f"<title>process {_e(p)}{' on ' + _e(node) if node else ''}</title>"
+                          f"{_e(short)}{on}</text>")
+    if page.run is not None:
+        g += _fault_bands(page.run, ops, x, height)
     # Axis: event positions, a tick every so many columns.
     every = max(1, math.ceil(tick_w / step))
     for i, p in enumerate(cols):
@@ -528,7 +703,7 @@ def _svg(sid: str, w: Witness, ops: list[Operation],
         gcls = "op" + ("" if id(o) in window_ids else " dim")
         g.append(f'<g class="{gcls}">')
         g.append(f'<rect class="{" ".join(cls)}" data-op="{o.id}" '
-                 f'data-tip="{_e(_tip(o, label, role))}" x="{x1:.1f}" y="{yy}" '
+                 f'data-tip="{_e(_tip(page, o, label, role))}" x="{x1:.1f}" y="{yy}" '
                  f'width="{bw:.1f}" height="{_BAR}" rx="3"{fill}/>')
         if o.ret == math.inf and not failing:
             # An outline on three sides, fading with the bar.
@@ -589,7 +764,54 @@ def _svg(sid: str, w: Witness, ops: list[Operation],
             + f'<div class="scroll" data-focus="{focus:.0f}">' + "\n".join(g) + "</div></div>")
 
 
-def _window_table(w: Witness, desc: Callable[[Operation], str], max_rows: int) -> str:
+def _fault_bands(run: RunOverview, ops: list[Operation], x: Callable[[float], float],
+                 height: int) -> list[str]:
+    """The fault windows behind a witness's bars.  Its axis is event order, not
+    time, so a band runs from the first drawn event at or after the fault
+    started to the last one before it stopped (between two events when none
+    fell inside)."""
+    stamps = sorted({(o.call, o.call_time) for o in ops if o.call_time is not None}
+                    | {(int(o.ret), o.ret_time) for o in ops
+                       if o.ret != math.inf and o.ret_time is not None})
+    if not stamps:
+        return []
+    xs = [x(p) for p, _ in stamps]
+    times = [t for _, t in stamps]
+    half = (xs[1] - xs[0]) / 2 if len(xs) > 1 else 20.0
+
+    def edge(i: int) -> float:
+        """The x between drawn events i - 1 and i."""
+        if i <= 0:
+            return xs[0] - half
+        if i >= len(xs):
+            return xs[-1] + half
+        return (xs[i - 1] + xs[i]) / 2
+
+    out: list[str] = []
+    placed = -math.inf
+    for iv in run.faults:
+        i = bisect.bisect_left(times, iv.start)
+        j = bisect.bisect_right(times, iv.end_or(run.end))
+        if (i == j and i in (0, len(times))) or i > j:
+            continue  # entirely before or after the events drawn
+        a, b = edge(i), edge(j)
+        if b - a < 4:
+            a, b = a - 2, a + 2
+        out.append(f'<rect x="{a:.1f}" y="{_AXIS - 6}" width="{b - a:.1f}" '
+                   f'height="{height - _AXIS + 6}" fill="{run.colour(iv.name)}" '
+                   f'fill-opacity=".35" pointer-events="none"/>')
+        # named every so often, so that the name is in view wherever the timeline is scrolled
+        width = len(iv.label) * 5.6 + 10
+        at = max(a + 3, placed)
+        while at + width <= max(b, a + 3 + width):
+            out.append(f'<text class="bandlabel" x="{at:.1f}" y="11">{_e(iv.label)}</text>')
+            placed = at + width
+            at += max(width, _BAND_LABEL_EVERY)
+    return out
+
+
+def _window_table(page: _Page, w: Witness) -> str:
+    desc, max_rows = page.desc, page.max_bars
     lin_index = {id(o): i + 1 for i, o in enumerate(w.linearized)}
     rows = list(w.window)
     note = ""
@@ -607,11 +829,12 @@ def _window_table(w: Witness, desc: Callable[[Operation], str], max_rows: int) -
                 f"linearized #{lin_index[id(o)]}" if id(o) in lin_index else "")
         label = desc(o)
         cls = ' class="failing"' if failing else ""
-        out.append(f'<tr data-op="{o.id}" data-tip="{_e(_tip(o, label, role))}"{cls}>'
+        out.append(f'<tr data-op="{o.id}" data-tip="{_e(_tip(page, o, label, role))}"{cls}>'
                    f'<td class="num">{o.id}</td><td class="mono">{_e(o.process)}</td>'
                    f'<td class="mono">{_e(label)}</td><td>{_e(o.status)}</td>'
                    f'<td class="num">{o.call}</td><td class="num">{_pos(o.ret)}</td>'
-                   f'<td class="mono">{_ns(o.call_time)}</td><td class="mono">{_ns(o.ret_time)}</td>'
+                   f'<td class="mono">{page.clock(o.call_time)}</td>'
+                   f'<td class="mono">{page.clock(o.ret_time)}</td>'
                    f"<td>{_e(role)}</td></tr>")
     out.append("</table></div>")
     return "\n".join(out)

@@ -1,7 +1,11 @@
 """Check a run's history and write its report: verdict, figures, plots, timeline.
 
 Works on a results folder alone (``history.jsonl`` and ``test.json``), so a
-saved run can be re-analysed offline: ``faultline analyse DIR``.
+saved run can be re-analysed offline: ``faultline analyse DIR``.  Every time
+the report shows is seconds since the test started, the origin the runner
+recorded in ``test.json`` (``t0_ns``, monotonic ns), so a re-analysis shows
+the same times as the run did.  The workload carries its checker
+(:meth:`harness.workloads.Workload.check`); what follows is the same for all.
 """
 
 from __future__ import annotations
@@ -11,108 +15,94 @@ from pathlib import Path
 from typing import Any
 
 from checkers import importers
-from checkers.check import check_histories
-from checkers.history import NEMESIS
-from checkers.models import get_model
-from checkers.report import key_lines
-from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, KeyResult, Witness, combine
-from checkers.timeline import write_html
+from checkers.history import History
+from checkers.perf import latency_summary, plot_all
+from checkers.report import Anomaly
+from checkers.stats import Interval, compute_stats, nemesis_intervals
+from checkers.timeline import RunOverview, write_html
 from harness.spec import TestSpec
+from harness.workloads import make_workload
+
+#: Anomalies results.json lists at most (``anomaly_count`` has them all).
+LISTED_ANOMALIES = 1000
+#: Fault windows summary.txt lists at most.
+LISTED_FAULTS = 8
 
 
 def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
-    """Run every checker that applies; returns the verdict and results.json's body."""
+    """Run the workload's checker and the figures; returns the verdict and
+    results.json's body, and writes summary.txt, the plots and timeline.html."""
     history = importers.load(str(directory / "history.jsonl"), "jsonl")
     ops = history.operations()
-    nemesis_events = [e for e in history.events if e.process == NEMESIS]
-    t0 = min((e.time for e in history.events if e.time is not None), default=None)
-    results: dict[str, Any] = {"workload": spec.workload, "ops": len(ops)}
-    verdicts: list[str] = []
-    lines: list[str] = []
+    nemesis_events = history.nemesis_events()
+    t0 = run_origin(directory, history)
+    end = max((e.time for e in history.events if e.time is not None), default=t0)
+    outcome = make_workload(spec.workload, spec.workload_options).check(ops, t0, history.path)
+    faults = nemesis_intervals(nemesis_events, end=end)
+    anomalies = outcome.anomalies
 
-    if spec.workload == "register":
-        history.model = "dynamo-item"
-        [res] = check_histories([history], model="dynamo-item")
-        verdicts.append(res.verdict)
-        results["linearizable"] = {
-            "verdict": res.verdict, "keys": len(res.keys),
-            "invalid_keys": [str(k.key) for k in res.keys if k.verdict == INVALID],
-            "unknown_keys": {str(k.key): k.reason for k in res.keys if k.verdict == UNKNOWN},
-            "witnesses": [k.witness.explanation for k in res.keys if k.witness]}
-        fails = [k.witness.failing_op.call_time for k in res.keys
-                 if k.witness and k.witness.failing_op.call_time is not None]
-        if fails and t0 is not None:
-            results["first_anomaly_s"] = (min(fails) - t0) / 1e9
-        describe = get_model("dynamo-item").describe_op
-        lines += [f"linearizability: {res.verdict.upper()} over {len(res.keys)} keys",
-                  *key_lines(res, describe)]
-        write_html(directory / "timeline.html", [res], title=f"{spec.test_name}",
-                   describe=describe)
-    elif spec.workload == "set":
-        from checkers.set_checker import check_set
-
-        res = check_set(ops, t0=t0)
-        verdicts.append(res.verdict)
-        results["set"] = res.to_dict()
-        stale_at = [r.at_s for r in res.stale_reads if r.at_s is not None]
-        if stale_at:
-            results["first_anomaly_s"] = min(stale_at)
-        lines.append(res.describe())
-        _set_timeline(directory, spec, res)
-    else:
-        from checkers.bank import check_bank
-
-        from harness.workloads import make_workload
-
-        wl = make_workload("bank", spec.workload_options)
-        bank = check_bank(ops, total=wl.total, accounts=wl.names, t0=t0)
-        verdicts.append(bank.verdict)
-        results["bank"] = bank.to_dict()
-        lines.append(bank.describe())
-
-    from checkers.perf import latency_summary, plot_all
-    from checkers.stats import compute_stats
-
-    end = max((e.time for e in history.events if e.time is not None), default=None)
+    results: dict[str, Any] = {"workload": spec.workload, "ops": len(ops), "t0_ns": t0,
+                               "duration_s": _at(end, t0), **outcome.results,
+                               "anomaly_count": len(anomalies),
+                               "anomalies": [a.to_dict(t0) for a in anomalies[:LISTED_ANOMALIES]]}
+    first = next((a for a in anomalies if a.time is not None), None)
+    if first is not None:
+        results["first_anomaly_s"] = _at(first.time, t0)
     results["stats"] = compute_stats(ops, nemesis_events, t0=t0, end=end).to_dict()
     results["latency"] = latency_summary(ops)
     results["plots"] = [p.name for p in plot_all(ops, nemesis_events, directory, t0=t0,
-                                                 title=spec.test_name)]
-    verdict = combine(verdicts) if verdicts else VALID
+                                                 title=spec.test_name, anomalies=anomalies)]
+    if t0 is not None and end is not None:
+        run = RunOverview(len(ops), t0, end, faults, anomalies)
+    else:
+        run = None
+    write_html(directory / "timeline.html", outcome.timeline, title=spec.test_name,
+               describe=outcome.describe, run=run)
+    lines = _run_lines(len(ops), t0, end, faults, first) + outcome.summary
     results["summary"] = lines
     (directory / "summary.txt").write_text("\n".join(lines) + "\n")
-    return verdict, results
+    return outcome.verdict, results
 
 
-def _set_timeline(directory: Path, spec: TestSpec, res: Any) -> None:
-    """The set witness drawn like a linearizability witness: the adds it
-    missed, acknowledged before the read began, and the read."""
-    w = res.witness
-    keys = []
-    if w is not None:
-        failing = w.reads[0]
-        window = sorted([*w.adds, *w.reads], key=lambda op: op.call)
-        keys.append(KeyResult("set", INVALID, len(window), "set", witness=Witness(
-            failing_op=failing, linearized=sorted(w.adds, key=lambda op: op.ret),
-            states_after=[f"has {a.input}" for a in sorted(w.adds, key=lambda op: op.ret)],
-            states=[_brief(w.elements)], window=window,
-            explanation=w.explanation)))
-    page = CheckResult(res.verdict, "set", len(keys and keys[0].witness.window or []),
-                       res.elapsed, keys, str(directory / "history.jsonl"))
-    write_html(directory / "timeline.html", [page], title=spec.test_name,
-               describe=_describe_set_op)
+def run_origin(directory: Path, history: History) -> int | None:
+    """When the test started (monotonic ns): test.json's ``t0_ns``, or for a
+    run saved before it was recorded, the history's first time."""
+    try:
+        t0 = json.loads((directory / "test.json").read_text()).get("t0_ns")
+    except (OSError, ValueError):
+        t0 = None
+    if isinstance(t0, int):
+        return t0
+    return min((e.time for e in history.events if e.time is not None), default=None)
 
 
-def _brief(elements: list[Any], shown: int = 8) -> str:
-    more = f" and {len(elements) - shown} more" if len(elements) > shown else ""
-    return ", ".join(map(str, elements[:shown])) + more
+def _at(t: int | None, t0: int | None) -> float | None:
+    return None if t is None or t0 is None else (t - t0) / 1e9
 
 
-def _describe_set_op(op: Any) -> str:
-    if op.f == "add":
-        return f"add {op.input}"
-    got = op.output if isinstance(op.output, list) else []
-    return f"{op.f} -> {len(got)} elements" if op.status == "ok" else f"{op.f} ({op.status})"
+def _run_lines(n_ops: int, t0: int | None, end: int | None, faults: list[Interval],
+               first: Anomaly | None) -> list[str]:
+    """summary.txt's head: the run on its clock, its faults, its first anomaly
+    and the fault windows it fell in."""
+    length = _at(end, t0)
+    lines = [f"run: {n_ops:,} ops over {length or 0:.1f} s "
+             "(times are seconds since the test started)"]
+
+    def window(iv: Interval) -> str:
+        stop = _at(iv.end, t0)
+        return f"{iv.label} {_at(iv.start, t0):.1f}-" + (f"{stop:.1f} s" if stop is not None
+                                                        else "end")
+    if faults:
+        shown = ", ".join(window(iv) for iv in faults[:LISTED_FAULTS])
+        more = f" and {len(faults) - LISTED_FAULTS} more" if len(faults) > LISTED_FAULTS else ""
+        lines.append(f"faults: {shown}{more}")
+    if first is not None and first.time is not None:
+        during = [window(iv) for iv in faults
+                  if iv.start <= first.time < iv.end_or(end or iv.start)]
+        node = f" on {first.op.node}" if first.op.node else ""
+        lines.append(f"first anomaly: {first.kind}{node} at {_at(first.time, t0):.3f} s, "
+                     + (f"during {', '.join(during)}" if during else "while no fault was active"))
+    return lines
 
 
 def write_results(directory: Path, verdict: str, seed: int | None,

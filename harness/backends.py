@@ -8,15 +8,16 @@
   ``spec.nodes_file``, reached with SSH.
 
 Every backend implements :class:`nemesis.faults.Backend` plus the lifecycle
-of :class:`RunBackend`; the runner sees nothing else.
+of :class:`RunBackend`; the runner sees nothing else, and waits for a leader
+with :func:`wait_for_leader` (the one of :mod:`harness.poll`, for any of them).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Protocol
 
+from harness.poll import wait_for_leader
 from harness.remote import SHAPING_FAULTS, BackendError
 from harness.spec import TestSpec
 from nemesis.faults import Backend
@@ -28,6 +29,9 @@ class RunBackend(Backend, Protocol):
     """What the runner needs of a backend besides the faults."""
 
     def start(self, timeout: float = 60.0) -> None: ...
+
+    def leader(self) -> str | None:
+        """The leader's id alone: what :func:`wait_for_leader` polls."""
 
     def endpoints(self) -> list[tuple[str, str]]:
         """``(node id, "http://host:port")`` of every node's DynamoDB API."""
@@ -68,14 +72,3 @@ def make_backend(spec: TestSpec, directory: Path, seed: int) -> RunBackend:
                           insecure_host_keys=spec.insecure_host_keys)
     raise BackendError(f"unknown backend {spec.backend!r}")
 
-
-def wait_for_leader(backend: Backend, timeout: float = 30.0) -> str:
-    """Poll ``backend.leader()`` until a node leads; the leader's id."""
-    deadline = time.monotonic() + timeout
-    while True:
-        leader = backend.leader()
-        if leader:
-            return leader
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no leader within {timeout:g} s")
-        time.sleep(0.1)

@@ -8,8 +8,11 @@ command line exits 64 (EX_USAGE) naming the flag and its allowed values.
 from __future__ import annotations
 
 import argparse
+import difflib
 import signal
 import sys
+import traceback
+from dataclasses import fields
 from typing import Callable, Sequence
 
 from checkers import importers
@@ -19,7 +22,8 @@ from checkers.models import MODELS, get_model
 from checkers.report import key_lines, summary_line
 from checkers.result import EXIT_CODES, INVALID, UNKNOWN, VALID, CheckResult, combine
 from checkers.wgl import Budget
-from harness.spec import BACKENDS, BUG_FLAGS, READ_PATHS, WORKLOADS
+from harness.spec import (BACKENDS, BUG_FLAGS, LEASE_ANCHORS, LEASE_CLOCKS, LEASE_MARGIN_MS,
+                          READ_PATHS, STORE_DEFAULTS, WORKLOADS, TestSpec)
 from nemesis.faults import FAULTS
 
 EXIT = EXIT_CODES
@@ -27,11 +31,34 @@ EX_USAGE, EX_DATAERR = 64, 65
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a bad flag, which would read as "unknown"."""
+    """argparse with faultline's exit code for a bad command line (argparse's own
+    2 would read as "unknown") and a "did you mean" for a misspelled flag or choice."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201
+        # a subcommand's parser sees its unknown flags here, with its own flags at hand
+        ns, extras = super().parse_known_args(args, namespace)
+        flags = [a.split("=", 1)[0] for a in extras if a.startswith("-") and a != "-"]
+        if flags:
+            known = [o for action in self._actions for o in action.option_strings]
+            self.error(f"unrecognized argument {flags[0]}{_did_you_mean(flags[0], known)}")
+        return ns, extras
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # argparse's own check of a value against ``choices``, worded with a suggestion
+        if action.choices is not None and value not in action.choices:
+            allowed = [str(c) for c in action.choices]
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r} (choose from {', '.join(allowed)})"
+                f"{_did_you_mean(str(value), allowed)}")
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _positive(text: str) -> float:
@@ -50,9 +77,40 @@ def _count(text: str) -> int:
     return int(text)
 
 
+FAULT_NAMES = tuple(FAULTS)
+
+
+def _nemeses(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if "" in names:
+        raise argparse.ArgumentTypeError(
+            f"empty fault name in {text!r}: names go between single commas, "
+            f"from {', '.join(FAULT_NAMES)}")
+    for n in names:
+        if n not in FAULT_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"unknown fault {n!r}{_did_you_mean(n, FAULT_NAMES)} (choose from "
+                f"{', '.join(FAULT_NAMES)})")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="faultline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_check(sub)
+    _add_run(sub)
+    an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
+    an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest)")
+    an.set_defaults(func=cmd_analyse)
+    _add_cluster(sub)
+    _add_docker(sub)
+    # listed for --help only: main() hands everything after `node` to the node's own parser
+    sub.add_parser("node", add_help=False,
+                   help="run one store node in the foreground (faultline node --help)")
+    return p
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="check saved histories for linearizability",
                        description="Check histories (files, or every history under "
                        "a folder) and print a verdict per history and per key.")
@@ -62,84 +120,132 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=importers.FORMATS,
                    help="the history format (default: detected from the content)")
     c.add_argument("--time-limit", type=_positive, metavar="S",
-                   help="seconds per key before the verdict is unknown")
+                   help="seconds per key before the verdict is unknown (default: none)")
     c.add_argument("--max-states", type=_count, default=Budget().max_states, metavar="N",
                    help="configurations the search may remember per key "
-                   "(default %(default)s)")
+                   "(default: %(default)s)")
     c.add_argument("--jobs", type=_count, metavar="N",
                    help="worker processes (default: one per core)")
-    c.add_argument("--html", metavar="OUT", help="write an HTML timeline of the results")
+    c.add_argument("--html", metavar="OUT",
+                   help="write an HTML timeline of the results (default: none)")
     c.set_defaults(func=cmd_check)
 
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """Every flag defaults to None, meaning "not given": the spec file's value,
+    else the spec's default, which the help text names."""
+    d = TestSpec()
+    store = STORE_DEFAULTS
     r = sub.add_parser("run", help="run a fault test: cluster, clients, nemesis, check, report",
                        description="Start a cluster, drive DynamoDB traffic through it while "
                        "a nemesis injects faults, heal, check the history and store a "
                        "results folder.")
-    r.add_argument("--spec", metavar="TOML", help="the test as a TOML file (flags override it)")
-    r.add_argument("--workload", choices=WORKLOADS)
-    r.add_argument("--nodes", type=_count)
+    r.add_argument("--spec", metavar="TOML",
+                   help="the test as a TOML file; flags given too override it (default: none)")
+    r.add_argument("--workload", choices=WORKLOADS,
+                   help=f"what the clients do (default: {d.workload})")
+    r.add_argument("--nodes", type=_count, metavar="N",
+                   help=f"store nodes; partition, kill and pause faults need 3 or more "
+                   f"(default: {d.nodes})")
     r.add_argument("--nemesis", type=_nemeses, metavar="F1,F2",
-                   help=f"faults, comma-separated: {', '.join(FAULT_NAMES)}")
+                   help=f"faults, comma-separated, composed in order in every fault window: "
+                   f"{', '.join(FAULT_NAMES)} (default: none)")
     r.add_argument("--nemesis-interval", type=_positive, metavar="S",
-                   help="seconds each fault window lasts (default 4)")
+                   help=f"seconds each fault window lasts (default: {d.nemesis_interval:g})")
     r.add_argument("--nemesis-quiet", type=_positive, metavar="S",
-                   help="seconds between fault windows (default 2)")
-    r.add_argument("--time-limit", type=_positive, metavar="S")
-    r.add_argument("--concurrency", type=_count)
-    r.add_argument("--rate", type=float, help="total ops/s (0 = as fast as possible)")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--read-path", choices=READ_PATHS, help="read path of every read family")
-    r.add_argument("--lease-ms", type=int, help="lease duration (default election - 300 ms)")
-    r.add_argument("--lease-clock", choices=("monotonic", "wall"))
-    r.add_argument("--lease-anchor", choices=("sent", "received"))
-    r.add_argument("--drift-bound", type=float)
-    r.add_argument("--bug", action="append", choices=BUG_FLAGS, dest="bugs",
-                   help="switch on a bug flag of the reference store (repeat)")
-    r.add_argument("--backend", choices=BACKENDS)
+                   help=f"seconds between fault windows (default: {d.nemesis_quiet:g})")
+    r.add_argument("--time-limit", type=_positive, metavar="S",
+                   help=f"seconds of client traffic (default: {d.time_limit:g})")
+    r.add_argument("--concurrency", type=_count, metavar="N",
+                   help=f"client processes, bound to the nodes round-robin "
+                   f"(default: {d.concurrency})")
+    r.add_argument("--rate", type=float, metavar="OPS",
+                   help=f"total ops/s, 0 for as fast as they go (default: {d.rate:g})")
+    r.add_argument("--seed", type=int, metavar="N",
+                   help="seed of the op and fault schedules (default: a random one, printed)")
+    r.add_argument("--read-path", choices=READ_PATHS,
+                   help=f"read path of every read family (default: the store's, "
+                   f"{store['read_path']})")
+    r.add_argument("--lease-ms", type=int, metavar="MS",
+                   help=f"lease duration, positive (default: the store's, election timeout "
+                   f"- {LEASE_MARGIN_MS})")
+    r.add_argument("--lease-clock", choices=LEASE_CLOCKS,
+                   help=f"the clock leases are measured on (default: the store's, "
+                   f"{store['lease_clock']})")
+    r.add_argument("--lease-anchor", choices=LEASE_ANCHORS,
+                   help=f"a lease starts when its heartbeat was sent or when it was "
+                   f"answered (default: the store's, {store['lease_anchor']})")
+    r.add_argument("--drift-bound", type=float, metavar="F",
+                   help=f"assumed clock drift in [0, 1): leases are shortened by it "
+                   f"(default: the store's, {store['drift_bound']:g})")
+    r.add_argument("--bug", action="append", choices=BUG_FLAGS, dest="bugs", metavar="FLAG",
+                   help=f"switch on a bug flag of the reference store, repeat for more: "
+                   f"{', '.join(BUG_FLAGS)} (default: none)")
+    r.add_argument("--backend", choices=BACKENDS,
+                   help=f"where the nodes run (default: {d.backend})")
     r.add_argument("--nodes-file", metavar="FILE",
-                   help="ssh backend: the nodes (host, port, user, key per node), TOML or JSON")
+                   help="ssh backend: the nodes (host, port, user, key per node), TOML or "
+                   "JSON (default: none; required with --backend ssh)")
     r.add_argument("--known-hosts", metavar="FILE",
-                   help="ssh backend: host keys to check against (default ~/.ssh/known_hosts)")
+                   help="ssh backend: host keys to check against (default: "
+                   "~/.ssh/known_hosts)")
     r.add_argument("--insecure-host-keys", action="store_true", default=None,
-                   help="ssh backend: accept any host key, unchecked (prints a warning)")
-    r.add_argument("--results-dir", metavar="DIR")
-    r.add_argument("--name", help="test name (default: workload-nemesis-bugs)")
-    r.add_argument("--election-timeout-ms", type=int)
-    r.add_argument("--heartbeat-ms", type=int)
-    r.add_argument("--quiet-period", type=float, metavar="S")
+                   help="ssh backend: accept any host key, unchecked, with a warning "
+                   "(default: off)")
+    r.add_argument("--results-dir", metavar="DIR",
+                   help=f"where run folders go (default: {d.results_dir})")
+    r.add_argument("--name",
+                   help="test name, the run folders' parent (default: workload, faults, "
+                   "and the store settings and bug flags that differ from the store's "
+                   "defaults, e.g. register-partition-leader-read_index)")
+    r.add_argument("--election-timeout-ms", type=int, metavar="MS",
+                   help=f"Raft election timeout (default: {d.election_timeout_ms})")
+    r.add_argument("--heartbeat-ms", type=int, metavar="MS",
+                   help=f"Raft heartbeat interval, below the election timeout "
+                   f"(default: {d.heartbeat_ms})")
+    r.add_argument("--quiet-period", type=float, metavar="S",
+                   help=f"seconds between healing and the final reads "
+                   f"(default: {d.quiet_period:g})")
     r.add_argument("--client-timeout", type=_positive, metavar="S",
-                   help="a client's read timeout; past it the op is info (default 0.5)")
+                   help=f"a client's read timeout; past it the op is info "
+                   f"(default: {d.client_timeout:g})")
     r.set_defaults(func=cmd_run)
 
-    an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
-    an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest)")
-    an.set_defaults(func=cmd_analyse)
 
+def _add_cluster(sub: argparse._SubParsersAction) -> None:
     cl = sub.add_parser("cluster", help="start, inspect and stop local store clusters")
     csub = cl.add_subparsers(dest="action", required=True, parser_class=_Parser)
     up = csub.add_parser("up", help="start N local nodes in the background")
-    up.add_argument("--nodes", type=_count, default=3, metavar="N")
+    up.add_argument("--nodes", type=_count, default=3, metavar="N",
+                    help="nodes (default: %(default)s)")
     up.add_argument("--dir", required=True, help="cluster directory (cluster.json, logs, data)")
-    up.add_argument("--config", metavar="TOML", help="node configuration file")
-    up.add_argument("--bug", action="append", default=[], choices=BUG_FLAGS,
-                    help="switch on a bug flag of the reference store (repeat)")
-    up.add_argument("--seed", type=int, help="seed for the nodes' election timers")
+    up.add_argument("--config", metavar="TOML",
+                    help="node configuration file (default: the store's defaults)")
+    up.add_argument("--bug", action="append", default=[], choices=BUG_FLAGS, metavar="FLAG",
+                    help=f"switch on a bug flag of the reference store, repeat for more: "
+                    f"{', '.join(BUG_FLAGS)} (default: none)")
+    up.add_argument("--seed", type=int, help="seed for the nodes' election timers "
+                    "(default: random)")
     up.set_defaults(func=cmd_cluster_up)
     for name, func, helptext in (("status", cmd_cluster_status, "show each node's status"),
                                  ("down", cmd_cluster_down, "stop the cluster's nodes")):
         sp = csub.add_parser(name, help=helptext)
-        sp.add_argument("--dir", required=True)
+        sp.add_argument("--dir", required=True, help="cluster directory")
         sp.set_defaults(func=func)
 
+
+def _add_docker(sub: argparse._SubParsersAction) -> None:
     dk = sub.add_parser("docker", help="the docker backend: node image, leftovers",
-                        description="Build the node image of the docker backend offline "
-                        "(no registry needed), or remove what docker runs left behind.")
+                        description="Build the node image of the docker backend (needs a "
+                        "Docker engine; where no registry answers, also debootstrap), or "
+                        "remove what docker runs left behind.")
     dsub = dk.add_subparsers(dest="action", required=True, parser_class=_Parser)
     db = dsub.add_parser("build", help="build the node image, or reuse it if its inputs "
                          "are unchanged; prints the tag and the time of each step")
     db.add_argument("--base", metavar="IMAGE",
-                    help="base image the engine already has (never pulled; default "
-                    "python:3.11-slim when present, else a debootstrapped Debian)")
+                    help="base image, pulled if the engine lacks it (default: "
+                    "python:3.11-slim, from the engine or pulled, else a debootstrapped "
+                    "Debian)")
     db.add_argument("--rebuild", action="store_true",
                     help="make the wheelhouse and the image again even if unchanged")
     db.set_defaults(func=cmd_docker_build)
@@ -147,43 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "runs (those labelled faultline.run)")
     dc.set_defaults(func=cmd_docker_cleanup)
 
-    nd = sub.add_parser("node", help="run one store node in the foreground",
-                        add_help=False)
-    nd.add_argument("args", nargs=argparse.REMAINDER)
-    nd.set_defaults(func=cmd_node)
-    return p
-
-
-FAULT_NAMES = tuple(FAULTS)
-
-
-def _nemeses(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for n in names:
-        if n not in FAULT_NAMES:
-            raise argparse.ArgumentTypeError(
-                f"unknown fault {n!r}; choose from {', '.join(FAULT_NAMES)}")
-    return names
-
-
-_RUN_FIELDS = ("workload", "nodes", "nemesis", "nemesis_interval", "nemesis_quiet",
-               "time_limit", "concurrency", "rate", "seed", "read_path", "lease_ms",
-               "lease_clock", "lease_anchor", "drift_bound", "bugs", "backend", "results_dir", "name",
-               "election_timeout_ms", "heartbeat_ms", "quiet_period", "client_timeout",
-               "nodes_file", "known_hosts", "insecure_host_keys")
-
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.remote import BackendError
-    from harness.runner import CRASHED, run_test
-    from harness.spec import SpecError, TestSpec, load_spec
+    from harness.spec import SpecError, load_spec
 
-    given = {k: getattr(args, k) for k in _RUN_FIELDS if getattr(args, k) is not None}
+    given = {f.name: getattr(args, f.name) for f in fields(TestSpec)
+             if getattr(args, f.name, None) is not None}
     try:
         spec = load_spec(args.spec, **given) if args.spec else TestSpec(**given)
     except SpecError as e:
         print(f"faultline run: {e}", file=sys.stderr)
         return EX_USAGE
+    from harness.runner import CRASHED, SetupFailed, run_test  # after the spec: a bad one is refused at once
+
     # SIGTERM (a CI timeout, `kill`) tears down like Ctrl-C: heal, keep, stop
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -192,19 +274,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"faultline run: interrupted (seed {spec.seed}); faults healed, nodes "
               "stopped, history kept", file=sys.stderr)
         return CRASHED
-    except BackendError as e:  # no engine, an unreachable host, a bad nodes file
-        print(f"faultline run: {e} (seed {spec.seed})", file=sys.stderr)
+    except SetupFailed as e:  # the run folder has said why and kept the traceback
+        print(f"faultline run: set up failed: {e} (seed {spec.seed})", file=sys.stderr)
         return CRASHED
-    except Exception as e:  # noqa: BLE001 - the test itself crashed: say so, exit 255
-        import traceback
-
-        traceback.print_exc()
-        print(f"faultline run: the test crashed: {e} (seed {spec.seed})", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the test itself crashed: say why, exit 255
+        print(f"faultline run: {_why_it_crashed(e)} (seed {spec.seed})", file=sys.stderr)
         return CRASHED
     print((result.directory / "summary.txt").read_text(), end="")
     print(f"verdict: {result.verdict.upper()}  (seed {result.seed}; results in "
           f"{result.directory})")
     return result.exit_code
+
+
+def _why_it_crashed(e: Exception) -> str:
+    """Why a run crashed after it started, in one line.  What the machine,
+    the network or the nodes did to it (a :class:`BackendError`: an
+    unreachable host; an ``OSError`` that says what: no leader within 30 s
+    after healing) is its message alone.  Anything else is the harness's own
+    bug, and its traceback is printed."""
+    from harness.remote import BackendError
+
+    if isinstance(e, BackendError):
+        return str(e)
+    if isinstance(e, OSError) and str(e):
+        return f"{type(e).__name__}: {e}"
+    traceback.print_exception(e)
+    return f"the test crashed: {type(e).__name__}: {e}"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -268,15 +363,15 @@ def _cluster_info(args: argparse.Namespace):  # noqa: ANN202 - ClusterInfo | Non
 
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
-    from harness.cluster import admin_get
+    from harness.admin import statuses
 
     info = _cluster_info(args)
     if info is None:
         return EX_DATAERR
+    found = statuses(info.nodes, timeout=2.0)
     for n in info.nodes:
-        try:
-            st = admin_get(n)
-        except (OSError, ValueError):
+        st = found[n.id]
+        if st is None:
             print(f"{n.id}  down (pid {n.pid})")
             continue
         lease = st["lease"]
@@ -330,10 +425,16 @@ def cmd_docker_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_node(args: argparse.Namespace) -> int:
+def cmd_node(argv: list[str]) -> int:
+    """The store node, every flag its own; a bad one exits 64 like faultline's."""
     from system.node import main as node_main
 
-    return node_main(args.args)
+    try:
+        return node_main(argv)
+    except SystemExit as e:
+        if e.code == 2:  # argparse's exit code for a bad command line
+            return EX_USAGE
+        raise
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -385,6 +486,9 @@ def _describer(results: Sequence[CheckResult]) -> Callable[[Operation], str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["node"]:  # the node's flags, --help included, are the node's to parse
+        return cmd_node(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -233,8 +233,8 @@ class ClientPool:
     ``HistoryWriter.append``; it is called from one thread of the pool.
 
     Use: ``setup()`` (tables and seed data), ``start(time_limit=...)``,
-    ``stop()``, ``run_final()``; or as a context manager, which always
-    stops the workers.
+    ``wait()`` (until the deadline), ``stop()``, ``run_final()``; or as a
+    context manager, which always stops the workers.
     """
 
     def __init__(self, workload_name: str, workload_options: dict[str, Any] | None,
@@ -277,10 +277,14 @@ class ClientPool:
         self._seq = itertools.count()
         self._watermarks: dict[int, int] = {}
         self._ready: set[int] = set()
+        #: workers that said they issue no more ops
+        self._done: set[int] = set()
         self._errors: list[str] = []
         self._pending: dict[Any, tuple[str, Any, Any, str | None]] = {}
         self._counts: Counter[str] = Counter()
         self._by_f: dict[str, Counter[str]] = defaultdict(Counter)
+        #: node -> time of its latest ok completion (ns)
+        self._last_ok: dict[str, int] = {}
         self._max_process = concurrency - 1
         self._receiver: threading.Thread | None = None
         self._closing = False
@@ -367,19 +371,43 @@ class ClientPool:
         """Whether any worker still issues ops (false once the time limit passed)."""
         return any(p.is_alive() for p in self._procs) and not self._stop.is_set()
 
+    @property
+    def deadline_ns(self) -> int | None:
+        """When the workers stop issuing ops (monotonic ns), if a time limit was given."""
+        return self._deadline.value or None
+
+    @property
+    def grace_s(self) -> float:
+        """How long an op in flight may still take: connect + read timeout + 1 s."""
+        return self.timeouts.connect + self.timeouts.read + 1.0
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the workers to stop by themselves (time limit); True if they did."""
+        """Wait for the workers to stop issuing ops by themselves at the
+        deadline, each after its op in flight, and for their events to reach
+        ``on_event``; True if they did.  ``timeout`` defaults to the deadline
+        plus :attr:`grace_s` (forever without a deadline), so the pool's
+        deadline is what ends a run's main phase.  Their processes exit in
+        :meth:`stop`."""
+        if timeout is None and self.deadline_ns is not None:
+            timeout = max(0.0, (self.deadline_ns - time.monotonic_ns()) / 1e9) + self.grace_s
         deadline = None if timeout is None else time.monotonic() + timeout
-        for p in self._procs:
-            p.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(p.is_alive() for p in self._procs)
+        while True:
+            with self._lock:
+                finished = all(i in self._done or not p.is_alive()
+                               for i, p in enumerate(self._procs))
+            if finished:
+                self._release()  # what the receiver has not handed on yet
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop issuing ops; let in-flight ops finish for up to ``grace_s``
         (default: connect + read timeout + 1 s); terminate the workers; and
         complete every op still open as ``info``.  Idempotent."""
         if grace_s is None:
-            grace_s = self.timeouts.connect + self.timeouts.read + 1.0
+            grace_s = self.grace_s
         self._stop.set()
         self._go.set()  # workers still waiting to go see the stop and leave
         try:
@@ -459,18 +487,22 @@ class ClientPool:
                 _, typ, process, f, key, value, node, error, _ = msg
                 heapq.heappush(self._heap, (t, next(self._seq),
                                             (typ, process, f, key, value, t, node, error)))
-                self._count(typ, process, f, key, value, node)
+                self._count(typ, process, f, key, value, node, t)
             elif kind == "ready":
                 self._ready.add(wid)
+            elif kind == "done":
+                self._done.add(wid)
             elif kind == "error":
                 self._errors.append(msg[1])
             if wid in self._watermarks:
                 self._watermarks[wid] = max(self._watermarks[wid], t)
 
     def _count(self, typ: str, process: Any, f: str, key: Any, value: Any,
-               node: str | None) -> None:
+               node: str | None, t: int) -> None:
         self._counts[typ] += 1
         self._by_f[f][typ] += 1
+        if typ == OK and node is not None:
+            self._last_ok[node] = max(t, self._last_ok.get(node, t))
         if isinstance(process, int) and process > self._max_process:
             self._max_process = process
         if typ == "invoke":
@@ -512,7 +544,7 @@ class ClientPool:
               node: str | None, error: str | None) -> dict[str, Any]:
         """An event from the parent: through the merge while workers run."""
         with self._lock:
-            self._count(typ, process, f, key, value, node)
+            self._count(typ, process, f, key, value, node, t)
             heapq.heappush(self._heap, (t, next(self._seq),
                                         (typ, process, f, key, value, t, node, error)))
         self._release(everything=self._receiver is None)
@@ -600,6 +632,12 @@ class ClientPool:
         """Events so far: ``{"invoke", "ok", "fail", "info"}`` counts."""
         with self._lock:
             return {k: self._counts.get(k, 0) for k in ("invoke", "ok", "fail", "info")}
+
+    def answering(self, within_s: float = 2.0) -> list[str]:
+        """The nodes that completed an op ok in the last ``within_s`` seconds."""
+        since = time.monotonic_ns() - int(within_s * 1e9)
+        with self._lock:
+            return [n for n, _ in self.endpoints if self._last_ok.get(n, 0) >= since]
 
     def counts_by_f(self) -> dict[str, dict[str, int]]:
         with self._lock:

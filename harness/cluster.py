@@ -18,29 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.admin import NodeInfo, Status, leader_of, statuses, to_toml
+from harness.poll import wait_for_leader
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class NodeInfo:
-    id: str
-    api: str
-    admin: str
-    raft: str
-    data: str
-    log: str
-    config: str
-    pid: int | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.api}"
 
 
 @dataclass
@@ -96,49 +81,6 @@ def _ephemeral_low() -> int:
             return max(int(fh.read().split()[0]), 12000)
     except (OSError, ValueError, IndexError):
         return 32768
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """Plain data (scalars, lists of scalars, one level of tables) as TOML."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    top = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items()
-                                        if vv is not None)
-              for k, v in data.items() if isinstance(v, dict)]
-    return "\n".join(top + tables) + "\n"
-
-
-def admin_get(node: NodeInfo, path: str = "/status", timeout: float = 2.0) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://{node.admin}{path}", timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def admin_post(node: NodeInfo, path: str, body: dict[str, Any],
-               timeout: float = 2.0) -> dict[str, Any]:
-    req = urllib.request.Request(f"http://{node.admin}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return {"error": e.read().decode(errors="replace"), "status": e.code}
-
-
-def post_clock(node: NodeInfo, op: dict[str, Any]) -> None:
-    """One clock control (``bump``, ``offset``, ``rate`` or ``reset``) on a node."""
-    out = admin_post(node, "/clock", op)
-    if "error" in out:
-        raise RuntimeError(f"clock {op} on {node.id}: {out['error']}")
 
 
 class LocalCluster:
@@ -214,37 +156,25 @@ class LocalCluster:
             self.stop()
             raise
 
-    def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
-        out: dict[str, dict[str, Any] | None] = {}
-        for node in self.nodes:
-            try:
-                out[node.id] = admin_get(node, timeout=timeout)
-            except (OSError, ValueError):
-                out[node.id] = None
-        return out
+    def statuses(self, timeout: float = 1.0) -> dict[str, Status | None]:
+        return statuses(self.nodes, timeout)
 
     def leader(self) -> str | None:
         """The node that says it leads in the highest term, if any."""
-        best = None
-        for nid, st in self.statuses().items():
-            if st and st["role"] == "leader" and (best is None or st["term"] > best[1]):
-                best = (nid, st["term"])
-        return best[0] if best else None
+        return leader_of(self.nodes)
 
     def wait_for_leader(self, timeout: float = 30.0, check_exits: bool = False) -> str:
         """The leader's id, once there is one; with ``check_exits`` (while
         starting) a node that exits is an error rather than a fault."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for nid, proc in self.procs.items() if check_exits else ():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"node {nid} exited with {proc.returncode}; "
-                                       f"see {self.node(nid).log}:\n{_tail(self.node(nid).log)}")
-            leader = self.leader()
-            if leader:
-                return leader
-            time.sleep(0.1)
-        raise TimeoutError(f"no leader within {timeout:g} s; logs in {self.dir}")
+        return wait_for_leader(self, timeout, check=self._check_exits if check_exits else None,
+                               where=f"; logs in {self.dir}")
+
+    def _check_exits(self) -> None:
+        for nid, proc in self.procs.items():
+            if proc.poll() is not None:
+                log = self.node(nid).log
+                raise RuntimeError(f"node {nid} exited with {proc.returncode}; "
+                                   f"see {log}:\n{_tail(log)}")
 
     def stop(self, timeout: float = 5.0) -> None:
         stop_pids([n.pid for n in self.nodes if n.pid], timeout)

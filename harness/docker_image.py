@@ -1,19 +1,19 @@
-"""The node image of the docker backend, built without a container registry.
+"""The node image of the docker backend, made offline when no registry answers.
 
 :func:`ensure_image` returns the tag of an image that runs ``python -m
 system.node`` (and has iptables, iproute2, sshd and pkill for the faults and
 the ssh backend), building what is missing in three steps:
 
-1. base: the ``base`` given, or ``python:3.11-slim`` if the engine already
-   has it, or else a minimal Debian root filesystem made on this host with
-   debootstrap from the suite and mirror of the host's own apt sources, then
-   ``docker import``-ed as ``faultline-base:<suite>-<hash>``.  Nothing is
-   ever pulled.
-2. wheelhouse: the project's wheel and the node's requirements (the ``node``
-   extra of pyproject.toml, nothing else: no pandas, matplotlib or boto3),
-   fetched by pip on the host for the base image's Python and platform and
-   kept under ``~/.cache/faultline`` (``$FAULTLINE_CACHE_DIR``), keyed by a
-   hash of the project's source.
+1. base: the ``base`` given (pulled if the engine lacks it), or
+   ``python:3.11-slim`` if the engine has it, or a base debootstrapped here
+   before, or ``python:3.11-slim`` pulled, or else a minimal Debian root
+   filesystem made on this host with debootstrap from the suite and mirror of
+   the host's own apt sources, then ``docker import``-ed as
+   ``faultline-base:<suite>-<hash>``.  A pull gives up after
+   :data:`PULL_STALL_S` seconds without progress, so a machine without a
+   registry falls back to debootstrap quickly.
+2. wheelhouse: :func:`harness.wheelhouse.ensure_wheelhouse` for the base's
+   Python.
 3. image: ``docker build`` of docker/Dockerfile with ``--build-arg BASE`` and
    the wheelhouse as the build context (``pip install --no-index``: the
    build needs no network), tagged ``faultline-node:<hash12>`` and
@@ -27,24 +27,23 @@ Everything goes through the Docker SDK (``docker`` package), the build too
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import tomllib
-import zipfile
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness.wheelhouse import (PROBE, ROOT, Log, WheelhouseError, build_lock, cache_dir,
+                                ensure_wheelhouse, inputs_hash, timed, wheelhouse_hashes)
+
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 IMAGE_REPO = "faultline-node"
 BASE_REPO = "faultline-base"
@@ -54,15 +53,14 @@ BASE_PACKAGES = ("python3", "python3-venv", "iptables", "iproute2", "openssh-ser
                  "procps", "ca-certificates")
 #: Bump when the way the base root filesystem is made changes.
 BASE_RECIPE = "minbase-1"
-#: Bump when the wheelhouse layout changes.
-WHEELHOUSE_RECIPE = "2"
-REQUIREMENTS_FILE = "requirements-node.txt"
+#: Seconds a pull may go without a word from the engine before the build gives up on
+#: it: the Docker API has no pull timeout, and an engine without a route to a
+#: registry can wait minutes on a connect.
+PULL_STALL_S = 25.0
 LABEL_INPUTS = "faultline.image.inputs"
 #: faultline-node images kept when a new one is built (older ones are untagged).
 KEEP_IMAGES = 4
 LABEL_BASE = "faultline.image.base"
-
-Log = Callable[[str], None]
 
 
 class DockerImageError(RuntimeError):
@@ -188,23 +186,6 @@ def choose_mirror(sources: list[AptSource], codename: str | None = None) -> AptS
 
 # ------------------------------------------------------------------ hashing
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def inputs_hash(parts: dict[str, Any]) -> str:
-    """A stable hash of named inputs (strings, bytes, or nested dicts/lists)."""
-    def norm(v: Any) -> Any:
-        if isinstance(v, bytes):
-            return "sha256:" + _sha256(v)
-        if isinstance(v, dict):
-            return {str(k): norm(x) for k, x in sorted(v.items())}
-        if isinstance(v, (list, tuple)):
-            return [norm(x) for x in v]
-        return v
-    return _sha256(json.dumps(norm(parts), sort_keys=True).encode())
-
-
 def image_inputs_hash(dockerfile: bytes, base_id: str, wheels: dict[str, str]) -> str:
     """What the node image is made of: the Dockerfile, the base image's id and the
     content hash of every file of the wheelhouse."""
@@ -216,95 +197,7 @@ def base_inputs_hash(source: AptSource, packages: tuple[str, ...] = BASE_PACKAGE
                         "components": sorted(source.components), "packages": sorted(packages)})
 
 
-def wheel_content_hash(path: Path) -> str:
-    """A wheel's hash over its members' names and bytes, not the zip's timestamps, so
-    the same source built twice hashes the same."""
-    if path.suffix != ".whl":
-        return _sha256(path.read_bytes())
-    h = hashlib.sha256()
-    with zipfile.ZipFile(path) as z:
-        for name in sorted(z.namelist()):
-            h.update(name.encode() + b"\0" + _sha256(z.read(name)).encode() + b"\n")
-    return h.hexdigest()
-
-
-def _pyproject(root: Path = ROOT) -> dict[str, Any]:
-    path = root / "pyproject.toml"
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise DockerImageError(
-            f"{path} not found: the node image is built from a source checkout of "
-            "faultline (pip install -e .)") from None
-
-
-def node_requirements(root: Path = ROOT) -> list[str]:
-    """The node's own requirements: the ``node`` extra of pyproject.toml."""
-    extras = _pyproject(root)["project"].get("optional-dependencies", {})
-    if "node" not in extras:
-        raise DockerImageError(f"{root / 'pyproject.toml'}: no 'node' extra "
-                               "([project.optional-dependencies] node = [...])")
-    return list(extras["node"])
-
-
-def project_files(root: Path = ROOT) -> list[Path]:
-    """The files the project's wheel is built from (relative to ``root``)."""
-    include = (_pyproject(root).get("tool", {}).get("setuptools", {}).get("packages", {})
-               .get("find", {}).get("include", ["*"]))
-    files = [Path("pyproject.toml")]
-    if (root / "README.md").exists():
-        files.append(Path("README.md"))
-    for top in sorted(root.iterdir()):
-        if not (top.is_dir() and (top / "__init__.py").exists()
-                and any(fnmatch(top.name, pat) for pat in include)):
-            continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and
-                                 not d.startswith("."))
-            for name in sorted(filenames):
-                if name.endswith((".pyc", ".pyo")) or name.startswith("."):
-                    continue
-                files.append((Path(dirpath) / name).relative_to(root))
-    return files
-
-
-def source_hash(root: Path = ROOT) -> str:
-    return inputs_hash({str(p): (root / p).read_bytes() for p in project_files(root)})
-
-
 # ------------------------------------------------------------------ helpers
-
-def cache_dir() -> Path:
-    d = os.environ.get("FAULTLINE_CACHE_DIR")
-    if d:
-        return Path(d)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "faultline"
-
-
-@contextlib.contextmanager
-def _step(log: Log, what: str) -> Iterator[None]:
-    t0 = time.monotonic()
-    yield
-    log(f"{what} ({time.monotonic() - t0:.1f} s)")
-
-
-@contextlib.contextmanager
-def _lock(path: Path, log: Log) -> Iterator[None]:
-    """One builder at a time per cache dir (tests and CI may race)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another build to finish (lock {path})")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
 
 def docker_client(timeout: int = 600):  # noqa: ANN201 - docker.DockerClient
     """A client of an engine that answers (``DOCKER_HOST``, else the local
@@ -319,8 +212,7 @@ def docker_client(timeout: int = 600):  # noqa: ANN201 - docker.DockerClient
         client.ping()
     except Exception as e:  # noqa: BLE001 - DockerException, requests and OS errors
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise DockerImageError(f"the Docker engine is not answering at {host}: {reason} "
+        raise DockerImageError(f"the Docker engine is not answering at {host}: {_reason(e)} "
                                "(is dockerd running? is DOCKER_HOST right?)") from None
     return client
 
@@ -334,6 +226,12 @@ def _image(client, ref: str):  # noqa: ANN202 - Image | None
         return None
 
 
+def _reason(e: BaseException) -> str:
+    """An engine error in one line (an APIError's explanation, without the URL)."""
+    text = getattr(e, "explanation", None) or str(e)
+    return (str(text).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -343,19 +241,62 @@ def _tail(path: Path, n: int = 15) -> str:
 
 # ------------------------------------------------------------------ step 1: base
 
-def _base_from_debootstrap(client, log: Log, cache: Path) -> tuple[str, Any]:
+def pull_image(client, ref: str, log: Log, stall: float = PULL_STALL_S) -> tuple[Any, str]:
+    """Pull ``ref`` into the engine: ``(Image, "")``, or ``(None, why not)``.  Gives
+    up when the engine reports nothing for ``stall`` seconds; a slow pull that
+    makes progress goes on.  (A pull given up on may still finish in the engine.)"""
+    events: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for event in client.api.pull(ref, stream=True, decode=True):
+                events.put(event)
+        except Exception as e:  # noqa: BLE001 - APIError, connection errors: the reason
+            events.put(e)
+        events.put(None)
+
+    threading.Thread(target=pump, name="docker-pull", daemon=True).start()
+    log(f"base: pulling {ref}")
+    while True:
+        try:
+            event = events.get(timeout=stall)
+        except queue.Empty:
+            return None, f"no progress for {stall:g} s"
+        if event is None:
+            break
+        if isinstance(event, BaseException):
+            return None, _reason(event)
+        if "error" in event:
+            return None, str(event["error"]).strip()[:200]
+    img = _image(client, ref)
+    return (img, "") if img is not None else (None, "the pull ended without the image")
+
+
+def _debootstrap_source() -> tuple[AptSource, str]:
+    """The host's Debian release, and the tag of a base debootstrapped from it."""
     source = choose_mirror(read_apt_sources(), host_codename())
-    digest = base_inputs_hash(source)
-    tag = f"{BASE_REPO}:{source.suite}-{digest[:12]}"
+    return source, f"{BASE_REPO}:{source.suite}-{base_inputs_hash(source)[:12]}"
+
+
+def _made_base(client) -> tuple[str, Any] | None:
+    """A base debootstrapped here before, if the engine still has it."""
+    try:
+        _, tag = _debootstrap_source()
+    except DockerImageError:  # no Debian release in the apt sources: none was made
+        return None
     img = _image(client, tag)
-    if img is not None:
-        log(f"base: {tag} (reused)")
-        return tag, img
+    return (tag, img) if img is not None else None
+
+
+def _base_from_debootstrap(client, log: Log, cache: Path,
+                           why_not_pulled: str) -> tuple[str, Any]:
+    source, tag = _debootstrap_source()
+    digest = base_inputs_hash(source)
     tool = shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
     if tool is None:
         raise DockerImageError(
-            f"{DEFAULT_BASE} is not in the engine and no registry can be assumed, so the "
-            "base image is made with debootstrap, which is missing: apt-get install "
+            f"{DEFAULT_BASE} is not in the engine and cannot be pulled ({why_not_pulled}), "
+            "so the base image is made with debootstrap, which is missing: apt-get install "
             "debootstrap (or pass --base IMAGE with an image the engine has)")
     if os.geteuid() != 0:
         raise DockerImageError("debootstrap needs root to make the base image: run "
@@ -369,9 +310,9 @@ def _base_from_debootstrap(client, log: Log, cache: Path) -> tuple[str, Any]:
         if source.signed_by and Path(source.signed_by).is_file():
             cmd.append(f"--keyring={source.signed_by}")
         cmd += [source.suite, str(rootfs), source.uri]
-        log(f"base: {DEFAULT_BASE} not in the engine; making {tag} with debootstrap "
-            f"({source.suite} from {source.uri}; log in {logfile}, takes minutes)")
-        with _step(log, "base: debootstrap done"):
+        log(f"base: making {tag} with debootstrap ({source.suite} from {source.uri}; "
+            f"log in {logfile}, takes minutes)")
+        with timed(log, "base: debootstrap done"):
             with open(logfile, "w") as fh:
                 rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL).returncode
@@ -379,7 +320,7 @@ def _base_from_debootstrap(client, log: Log, cache: Path) -> tuple[str, Any]:
                 raise DockerImageError(f"debootstrap failed (exit {rc}); the end of "
                                        f"{logfile}:\n{_tail(logfile)}")
         _slim_rootfs(rootfs)
-        with _step(log, f"base: imported {tag}"):
+        with timed(log, f"base: imported {tag}"):
             subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs),
                             "-cf", str(tarball), "."], check=True)
             shutil.rmtree(rootfs, ignore_errors=True)
@@ -416,25 +357,33 @@ def _slim_rootfs(rootfs: Path) -> None:
 
 
 def resolve_base(client, base: str | None, log: Log, cache: Path) -> tuple[str, Any]:
-    """(reference, Image) of the base, made when needed; never pulled."""
+    """(reference, Image) of the base; see step 1 of the module docstring.  A base
+    made here before is reused ahead of a pull, so a machine without a registry
+    waits for a failing pull once, not on every build."""
     if base is not None:
         img = _image(client, base)
+        if img is not None:
+            log(f"base: {base} (given)")
+            return base, img
+        img, why = pull_image(client, base, log)
         if img is None:
-            raise DockerImageError(f"base image {base!r} is not in the engine and nothing "
-                                   "is pulled here: load it first (docker load / docker "
+            raise DockerImageError(f"base image {base!r} is not in the engine and cannot be "
+                                   f"pulled ({why}): load it first (docker load / docker "
                                    "import) or leave --base out to build one")
-        log(f"base: {base} (given)")
         return base, img
     img = _image(client, DEFAULT_BASE)
     if img is not None:
         log(f"base: {DEFAULT_BASE} (found in the engine)")
         return DEFAULT_BASE, img
-    return _base_from_debootstrap(client, log, cache)
-
-
-_PROBE = ("import json, platform, sys; print(json.dumps({'version': '%d.%d' % "
-          "sys.version_info[:2], 'machine': platform.machine(), "
-          "'libc': platform.libc_ver()}))")
+    made = _made_base(client)
+    if made is not None:
+        log(f"base: {made[0]} (made here before, reused)")
+        return made
+    img, why = pull_image(client, DEFAULT_BASE, log)
+    if img is not None:
+        return DEFAULT_BASE, img
+    log(f"base: cannot pull {DEFAULT_BASE} ({why}); making one with debootstrap")
+    return _base_from_debootstrap(client, log, cache, why)
 
 
 def base_python(client, base_ref: str, base_id: str, cache: Path) -> dict[str, Any]:
@@ -443,7 +392,7 @@ def base_python(client, base_ref: str, base_id: str, cache: Path) -> dict[str, A
     with contextlib.suppress(FileNotFoundError, ValueError):
         return json.loads(path.read_text())
     try:
-        out = client.containers.run(base_id, ["python3", "-c", _PROBE], entrypoint=[],
+        out = client.containers.run(base_id, ["python3", "-c", PROBE], entrypoint=[],
                                     remove=True, network_disabled=True)
     except Exception as e:  # noqa: BLE001 - ContainerError, APIError
         raise DockerImageError(f"base {base_ref}: cannot run python3 in it ({e}); the "
@@ -454,149 +403,34 @@ def base_python(client, base_ref: str, base_id: str, cache: Path) -> dict[str, A
     return info
 
 
-def wheel_platforms(machine: str, libc: tuple[str, str] | list[str]) -> list[str]:
-    """pip ``--platform`` tags a glibc base accepts (pip does not expand
-    ``manylinux_2_X`` downwards by itself)."""
-    name, version = libc
-    m = re.match(r"(\d+)\.(\d+)", version or "")
-    if name != "glibc" or not m:
-        raise DockerImageError(f"base libc is {name or 'unknown'} {version}: only glibc "
-                               "bases are supported (Debian, python:3.11-slim)")
-    major, minor = int(m.group(1)), int(m.group(2))
-    tags = [f"manylinux_{major}_{v}_{machine}" for v in range(minor, 4, -1)]
-    return tags + [f"manylinux2014_{machine}"]  # pip adds manylinux2010 and manylinux1
-
-
-# ------------------------------------------------------------------ step 2: wheelhouse
-
-def ensure_wheelhouse(py: dict[str, Any], log: Log, cache: Path, rebuild: bool = False) -> Path:
-    """The build context's wheels for the base's Python: ``project/`` (the project's
-    wheel), ``deps/`` (the node requirements and their dependencies, with
-    requirements-node.txt) and ``pip/`` (pip, run from its wheel in the build).
-    The downloads are kept apart, keyed by the requirements, so a change of the
-    source only builds the project's wheel again."""
-    with _lock(cache / "wheelhouse.lock", log):  # the ssh backend calls this directly too
-        return _ensure_wheelhouse(py, log, cache, rebuild)
-
-
-def _ensure_wheelhouse(py: dict[str, Any], log: Log, cache: Path, rebuild: bool) -> Path:
-    reqs = node_requirements()
-    platforms = wheel_platforms(py["machine"], py["libc"])
-    deps_key = inputs_hash({"recipe": WHEELHOUSE_RECIPE, "reqs": reqs,
-                            "python": py["version"], "platforms": platforms})
-    key = inputs_hash({"deps": deps_key, "source": source_hash()})
-    dest = cache / "wheelhouse" / key[:16]
-    if dest.is_dir() and not rebuild:
-        os.utime(dest)
-        log(f"wheelhouse: {dest} (reused, {len(list(dest.glob('*/*.whl')))} wheels)")
-        return dest
-    deps = _ensure_deps(py, reqs, platforms, cache / "deps" / deps_key[:16], log, rebuild)
-    with _replacing(dest) as out, tempfile.TemporaryDirectory(
-            prefix="tmp-", dir=dest.parent) as scratch:
-        stage = Path(scratch) / "src"
-        for rel in project_files():
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, stage / rel)
-        (out / "project").mkdir(parents=True)
-        with _step(log, "wheelhouse: project wheel built"):
-            _run([*_PIP, "wheel", "-q", "--no-deps", "-w", str(out / "project"), str(stage)],
-                 "pip wheel")
-        for sub in ("deps", "pip"):
-            shutil.copytree(deps / sub, out / sub)
-    log(f"wheelhouse: {dest} ({len(list(dest.glob('*/*.whl')))} wheels)")
-    return dest
-
-
-_PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-
-
-def _ensure_deps(py: dict[str, Any], reqs: list[str], platforms: list[str], dest: Path,
-                 log: Log, rebuild: bool) -> Path:
-    """``deps/`` and ``pip/`` wheels for the base's Python, downloaded once."""
-    if dest.is_dir() and not rebuild:
-        os.utime(dest)
-        return dest
-    with _replacing(dest) as work:
-        vtag = py["version"].replace(".", "")
-        target = ["--only-binary=:all:", "--python-version", py["version"],
-                  "--implementation", "cp", "--abi", f"cp{vtag}", "--abi", "abi3",
-                  "--abi", "none"]
-        for p in platforms:
-            target += ["--platform", p]
-        with _step(log, f"wheelhouse: {', '.join(reqs)}, their dependencies and pip "
-                   f"downloaded for CPython {py['version']} {py['machine']}"):
-            _run([*_PIP, "download", "-q", "--dest", str(work / "deps"), *target, *reqs],
-                 "pip download")
-            _run([*_PIP, "download", "-q", "--no-deps", "--dest", str(work / "pip"), *target,
-                  "pip"], "pip download pip")
-        (work / "deps" / REQUIREMENTS_FILE).write_text("\n".join(reqs) + "\n")
-    return dest
-
-
-@contextlib.contextmanager
-def _replacing(dest: Path) -> Iterator[Path]:
-    """A scratch folder beside ``dest`` to fill; when the block succeeds it
-    replaces ``dest`` in one rename and older siblings are pruned, otherwise
-    it is removed and ``dest`` is left as it was."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="tmp-", dir=dest.parent))
-    try:
-        yield work
-        if dest.exists():
-            shutil.rmtree(dest)
-        work.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    _prune(dest.parent, keep=dest)
-
-
-def _prune(parent: Path, keep: Path, newest: int = 3) -> None:
-    """Keep the ``newest`` wheelhouses (by last use), drop the rest."""
-    dirs = sorted((d for d in parent.iterdir() if d.is_dir() and not d.name.startswith("tmp-")),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in dirs[newest:]:
-        if d != keep:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def wheelhouse_hashes(wheels_dir: Path) -> dict[str, str]:
-    """Content hash of every file of a wheelhouse, by path relative to it."""
-    return {str(p.relative_to(wheels_dir)): wheel_content_hash(p)
-            for p in sorted(wheels_dir.rglob("*")) if p.is_file()}
-
-
-def _run(cmd: list[str], what: str) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
-        raise DockerImageError(f"{what} failed (exit {r.returncode}):\n{tail}")
-
-
 # ------------------------------------------------------------------ step 3: image
 
 def ensure_image(base: str | None = None, *, rebuild: bool = False,
                  log: Log = print) -> str:
     """The tag of a node image whose inputs are the current ones; built if needed.
 
-    ``base``: an image the engine already has (never pulled); default
-    python:3.11-slim when present, else a debootstrapped Debian base.
+    ``base``: the base image (pulled if the engine lacks it); by default
+    python:3.11-slim, else a debootstrapped Debian base (step 1 above).
     ``rebuild``: make the wheelhouse and the image again even when inputs are
     unchanged (the base is kept: remove ``faultline-base`` images to redo it).
     """
     cache = cache_dir()
     t0 = time.monotonic()
     client = docker_client()
-    with _lock(cache / "build.lock", log):
-        with _step(log, "step 1/3 base ready"):
+    with build_lock(cache / "build.lock", log):
+        with timed(log, "step 1/3 base ready"):
             base_ref, base_img = resolve_base(client, base, log, cache)
             py = base_python(client, base_ref, base_img.id, cache)
-        with _step(log, "step 2/3 wheelhouse ready"):
-            wheels_dir = ensure_wheelhouse(py, log, cache, rebuild)
+        with timed(log, "step 2/3 wheelhouse ready"):
+            try:
+                wheels_dir = ensure_wheelhouse(py, log, cache, rebuild)
+            except WheelhouseError as e:
+                raise DockerImageError(f"wheelhouse: {e}") from None
         dockerfile = DOCKERFILE.read_bytes()
         wheels = wheelhouse_hashes(wheels_dir)
         digest = image_inputs_hash(dockerfile, base_img.id, wheels)
         tag = f"{IMAGE_REPO}:{digest[:12]}"
-        with _step(log, "step 3/3 image ready"):
+        with timed(log, "step 3/3 image ready"):
             img = None if rebuild else _image(client, tag)
             if img is not None:
                 log(f"image: {tag} (reused: Dockerfile, base and wheels unchanged)")

@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from harness.cluster import LocalCluster, admin_get, admin_post, post_clock
+from harness.admin import NodeInfo, admin_post, leader_and_term, leader_of, post_clock
+from harness.cluster import LocalCluster
 from nemesis.proxy import ProxyPool
 
 log = logging.getLogger("backend")
@@ -86,18 +87,16 @@ class LocalBackend:
 
     # ------------------------------------------------------------ Backend
 
+    def _running(self) -> list[NodeInfo]:
+        """The nodes that run: asking a stopped one who leads would only cost a timeout."""
+        return [n for n in self.cluster.nodes
+                if n.id not in self.paused and n.id not in self.killed]
+
     def leader(self) -> str | None:
-        best = None
-        for node in self.cluster.nodes:
-            if node.id in self.paused or node.id in self.killed:
-                continue
-            try:
-                st = admin_get(node, timeout=0.5)
-            except (OSError, ValueError):
-                continue
-            if st["role"] == "leader" and (best is None or st["term"] > best[1]):
-                best = (node.id, st["term"])
-        return best[0] if best else None
+        return leader_of(self._running())
+
+    def leader_term(self) -> tuple[str, int] | None:
+        return leader_and_term(self._running())
 
     def partition(self, groups: list[list[str]]) -> None:
         with self._lock:

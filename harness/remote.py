@@ -44,13 +44,14 @@ import logging
 import shlex
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.cluster import NodeInfo, admin_get, admin_post, post_clock, to_toml
+from harness.admin import (NodeInfo, admin_post, leader_and_term, leader_of, post_clock,
+                           to_toml)
+from harness.poll import wait_for_leader
 from nemesis.proxy import LinkProxy, ProxyPool
 
 log = logging.getLogger("backend")
@@ -120,7 +121,7 @@ class RemoteNode:
 
     @property
     def info(self) -> NodeInfo:
-        """The node as :mod:`harness.cluster` describes one (for admin_get/post)."""
+        """The node as :mod:`harness.admin` describes one (for its admin endpoint)."""
         return NodeInfo(id=self.id, api=self.api, admin=self.admin, raft=self.raft,
                         data=self.data, log=self.log, config=self.config)
 
@@ -444,32 +445,18 @@ class RemoteBackend(abc.ABC):
         rc, _ = self._sh(node, alive_script(self.nodes[node]))
         return rc == 0
 
-    def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any] | None]:
-        def one(nid: str) -> dict[str, Any] | None:
-            if nid in self.paused or nid in self.killed:
-                return None
-            try:
-                return admin_get(self.nodes[nid].info, timeout=timeout)
-            except (OSError, ValueError):
-                return None
-        return self.each(one)
-
     def wait_for_leader(self, timeout: float = 30.0, check_alive: bool = False) -> str:
         """The leader's id once there is one; with ``check_alive`` (while starting)
         a node that exited is an error naming its log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader = self.leader()
-            if leader:
-                return leader
-            if check_alive:
-                for nid, ok in self.each(self.alive).items():
-                    if not ok:
-                        _, tail = self._sh(nid, f"tail -n 15 {q(self.nodes[nid].log)}")
-                        raise BackendError(f"{self.name} node {nid} exited; "
-                                           f"{self.nodes[nid].log}:\n{tail}")
-            time.sleep(0.2)
-        raise TimeoutError(f"no leader within {timeout:g} s on the {self.name} backend")
+        return wait_for_leader(self, timeout, check=self._check_alive if check_alive else None,
+                               where=f" on the {self.name} backend", interval=0.2)
+
+    def _check_alive(self) -> None:
+        for nid, ok in self.each(self.alive).items():
+            if not ok:
+                _, tail = self._sh(nid, f"tail -n 15 {q(self.nodes[nid].log)}")
+                raise BackendError(f"{self.name} node {nid} exited; "
+                                   f"{self.nodes[nid].log}:\n{tail}")
 
     def heal_all(self) -> None:
         """Every fault removed: rules flushed, shaping off, nodes resumed and restarted,
@@ -533,12 +520,16 @@ class RemoteBackend(abc.ABC):
 
     # ------------------------------------------------------------ Backend
 
+    def _running(self) -> list[NodeInfo]:
+        """The nodes that run: asking a frozen one who leads would only cost a timeout."""
+        return [self.nodes[nid].info for nid in self.node_ids
+                if nid not in self.paused and nid not in self.killed]
+
     def leader(self) -> str | None:
-        best = None
-        for nid, st in self.statuses(timeout=0.5).items():
-            if st and st.get("role") == "leader" and (best is None or st["term"] > best[1]):
-                best = (nid, st["term"])
-        return best[0] if best else None
+        return leader_of(self._running())
+
+    def leader_term(self) -> tuple[str, int] | None:
+        return leader_and_term(self._running())
 
     def partition(self, groups: list[list[str]]) -> None:
         self.cut(cuts_of(groups, self.node_ids))

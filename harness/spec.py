@@ -22,6 +22,13 @@ READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_i
 BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
              "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
              "lease-survives-transfer", "stale-follower-reads")
+#: What the reference store does with a setting a spec leaves unset (None).  Like
+#: the lists above it is the harness's own copy, since the harness drives the
+#: store only from outside; tests/test_flag_catalogues.py keeps them equal.
+STORE_DEFAULTS: dict[str, Any] = {"read_path": "lease", "lease_clock": "monotonic",
+                                  "lease_anchor": "sent", "drift_bound": 0.0}
+#: The store's default lease is the election timeout less this.
+LEASE_MARGIN_MS = 300
 
 
 class SpecError(ValueError):
@@ -81,7 +88,7 @@ class TestSpec:
             _choice("lease-clock", self.lease_clock, LEASE_CLOCKS)
         if self.lease_anchor is not None:
             _choice("lease-anchor", self.lease_anchor, LEASE_ANCHORS)
-        from nemesis.faults import FAULTS  # the catalogue lives with the faults
+        from nemesis.faults import FAULTS, NEEDS_NODES  # the catalogue lives with the faults
 
         for n in self.nemesis:
             _choice("nemesis", n, tuple(FAULTS))
@@ -90,17 +97,47 @@ class TestSpec:
         for name, value, low in (("nodes", self.nodes, 1), ("concurrency", self.concurrency, 1)):
             if value < low:
                 raise SpecError(f"--{name}: must be at least {low}, got {value}")
+        for fault in self.nemesis:
+            need, why = NEEDS_NODES.get(fault, (1, ""))
+            if self.nodes < need:
+                raise SpecError(f"--nodes: --nemesis {fault} needs at least {need} nodes "
+                                f"({why}), got {self.nodes}")
         for name, value in (("time-limit", self.time_limit),
                             ("nemesis-interval", self.nemesis_interval),
-                            ("nemesis-quiet", self.nemesis_quiet)):
-            if value <= 0:
+                            ("nemesis-quiet", self.nemesis_quiet),
+                            ("client-timeout", self.client_timeout),
+                            ("lease-ms", self.lease_ms)):
+            if value is not None and value <= 0:
                 raise SpecError(f"--{name}: must be positive, got {value}")
         if self.rate < 0:
             raise SpecError(f"--rate: must be >= 0 (0 = unlimited), got {self.rate}")
+        if self.quiet_period < 0:
+            raise SpecError(f"--quiet-period: must be >= 0, got {self.quiet_period}")
+        if not 0 < self.heartbeat_ms < self.election_timeout_ms:
+            raise SpecError(f"--heartbeat-ms, --election-timeout-ms: need 0 < heartbeat "
+                            f"< election timeout, got {self.heartbeat_ms} and "
+                            f"{self.election_timeout_ms}")
+        if self.drift_bound is not None and not 0 <= self.drift_bound < 1:
+            raise SpecError(f"--drift-bound: must be in [0, 1), got {self.drift_bound}")
 
     @property
     def test_name(self) -> str:
-        return self.name or "-".join([self.workload, *(self.nemesis or ["none"]), *self.bugs])
+        """The run folders' parent: workload, faults, then the read path, lease
+        settings and bug flags that differ from the store's defaults, so two
+        configurations of what is tested never share it (sizes and timings are
+        left to test.json, which holds every setting)."""
+        return self.name or "-".join([self.workload, *(self.nemesis or ["none"]),
+                                      *self._store_tags()])
+
+    def _store_tags(self) -> list[str]:
+        lease_ms = self.election_timeout_ms - LEASE_MARGIN_MS
+        tags = [(self.read_path, STORE_DEFAULTS["read_path"], "{}"),
+                (self.lease_ms, lease_ms, "lease-{}ms"),
+                (self.lease_clock, STORE_DEFAULTS["lease_clock"], "lease-{}"),
+                (self.lease_anchor, STORE_DEFAULTS["lease_anchor"], "anchor-{}"),
+                (self.drift_bound, STORE_DEFAULTS["drift_bound"], "drift-{:g}")]
+        return ([fmt.format(value) for value, default, fmt in tags
+                 if value is not None and value != default] + sorted(set(self.bugs)))
 
     def resolve_seed(self) -> int:
         if self.seed is None:

@@ -27,7 +27,7 @@ made of) into ``<workdir>/<run>/src`` and runs the node with it first on
 ``PYTHONPATH``, under a Python that has the node's requirements: the one the
 file names, else the node image's venv (``/opt/faultline``) when present,
 else a venv it makes in ``<workdir>/venv`` from a wheelhouse built on this
-machine (:func:`harness.docker_image.ensure_wheelhouse`; no network needed on
+machine (:func:`harness.wheelhouse.ensure_wheelhouse`; no network needed on
 the host).  The node runs detached (nohup, setsid) with its log, config and
 data in ``<workdir>/<run>/<node>``.  Faults are those of
 :class:`harness.remote.RemoteBackend`: iptables in the ``FAULTLINE`` chain
@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.remote import BackendError, RemoteBackend, RemoteNode, chain_teardown_script, q
+from harness.wheelhouse import (PROBE, REQUIREMENTS_FILE, ROOT, WheelhouseError, cache_dir,
+                                ensure_wheelhouse, project_files)
 
 log = logging.getLogger("backend")
 
@@ -151,8 +153,6 @@ def _check_fields(path: str, where: str, data: dict[str, Any], need_host: bool) 
 
 def source_tarball() -> bytes:
     """The project's source (what its wheel is built from) as a .tar.gz."""
-    from harness.docker_image import ROOT, project_files
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for rel in project_files():
@@ -263,16 +263,13 @@ class SshBackend(RemoteBackend):
     def _make_venv(self, nid: str) -> str:
         """A venv in ``<workdir>/venv`` with the node's requirements, installed
         offline from a wheelhouse built here for the host's Python."""
-        from harness.docker_image import (REQUIREMENTS_FILE, _PROBE, DockerImageError,
-                                          cache_dir, ensure_wheelhouse)
-
         h = self.hosts[nid]
-        out = self.run(nid, f"python3 -c {q(_PROBE)}", what="probing python3")
+        out = self.run(nid, f"python3 -c {q(PROBE)}", what="probing python3")
         py = json.loads(out.strip().splitlines()[-1])
         self.progress(f"{nid}: making a venv in {h.workdir}/venv (Python {py['version']})")
         try:
             wheels = ensure_wheelhouse(py, self.progress, cache_dir())
-        except DockerImageError as e:
+        except WheelhouseError as e:
             raise BackendError(f"ssh node {nid}: cannot make its wheelhouse: {e}") from None
         remote = f"{h.workdir}/wheels-{self.run_id}"
         files = sorted(p for p in wheels.rglob("*") if p.is_file())

@@ -1,7 +1,8 @@
 """Workloads: what the clients do to the store, and how each outcome is named.
 
 A workload turns a random stream into DynamoDB calls (``next_op``), executes
-one (``invoke``) and names its outcome the way the checkers read it:
+one (``invoke``), names its outcome the way the checkers read it, and
+carries its checker (``check``: the paired ops in, a :class:`CheckOutcome` out):
 
 - ``ok``: it happened and here is what it returned;
 - ``fail``: it certainly did not take effect;
@@ -9,7 +10,7 @@ one (``invoke``) and names its outcome the way the checkers read it:
 
 Three workloads, one protocol (:class:`Workload`):
 
-``register`` (model ``dynamo-item``, linearizability per key)
+``register`` (linearizability per key, model ``dynamo-item``)
     keys ``k0``..``k{K-1}`` in K slots; a slot's key retires after
     ``ops_per_key`` ops and the next key of the slot (``k{slot + K*gen}``)
     takes its place, as Jepsen's independent generator does.  ``get``:
@@ -18,11 +19,11 @@ Three workloads, one protocol (:class:`Workload`):
     ``SET v = :new`` if ``v = :old`` (``attribute_not_exists(v)`` when
     ``old`` is ``None``), value ``[old, new]``, where ``old`` is what the
     process last saw of that key; ConditionalCheckFailed -> ``fail``.
-``set`` (checker ``set``)
+``set`` (:mod:`checkers.set_checker`)
     one partition key ``"s"``: ``add`` puts item ``{pk: "s", sk: N}`` (value
     N, unique), ``read-query`` and ``read-scan`` read every item by Query and
     by Scan (paging through LastEvaluatedKey): value = sorted list of N.
-``bank`` (checker ``bank``)
+``bank`` (:mod:`checkers.bank`)
     accounts ``a0``..``a{A-1}`` seeded with ``initial`` each; ``transfer``
     (``{"from", "to", "amount"}``) is one TransactWriteItems (debit with
     ``b >= :x``, credit); ``read-txn`` (TransactGetItems) and ``read-scan``
@@ -34,7 +35,8 @@ Written values are ``process * 10**9 + n`` (n counts the process's ops from
 Error mapping lives in one table (:func:`classify`); see its docstring.
 
 This module speaks only DynamoDB through a boto3 client: it knows nothing of
-the reference store.
+the reference store.  The checkers are imported when a check runs, so the
+client worker processes never load them.
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
                                  EndpointConnectionError)
+
+if TYPE_CHECKING:
+    from checkers.history import Operation
+    from checkers.report import Anomaly
+    from checkers.result import CheckResult
 
 OK, FAIL, INFO = "ok", "fail", "info"
 #: Values a process writes: process * VALUE_BASE + its op counter.
@@ -71,16 +78,28 @@ class Completion:
     error: str | None = None
 
 
-class Workload(Protocol):
-    """What :class:`harness.clients.ClientPool` needs of a workload.
+@dataclass
+class CheckOutcome:
+    """What a workload's checker found, in the shapes a run's report needs."""
 
-    ``model`` is what checks the history: a model name of
-    :mod:`checkers.models` (``dynamo-item``) or a checker kind (``set``,
-    ``bank``).  ``fs`` are the ops it issues in the main phase.
-    """
+    verdict: str
+    #: this checker's part of results.json, e.g. ``{"set": {...}}``
+    results: dict[str, Any]
+    #: summary.txt's lines
+    summary: list[str]
+    #: every anomaly, in time order (plots and the timeline place them)
+    anomalies: list[Anomaly]
+    #: timeline.html's histories: the whole history's op count, the witnesses
+    timeline: list[CheckResult]
+    #: how the timeline labels an op
+    describe: Callable[[Operation], str]
+
+
+class Workload(Protocol):
+    """What :class:`harness.clients.ClientPool` and a run's analysis need of
+    a workload.  ``fs`` are the ops it issues in the main phase."""
 
     name: str
-    model: str
     fs: tuple[str, ...]
 
     def setup(self, client: Any) -> None: ...
@@ -96,6 +115,12 @@ class Workload(Protocol):
         """A process retired: drop what it knew."""
 
     def final_ops(self) -> list[Op]: ...
+
+    def check(self, ops: list[Operation], t0: int | None,
+              path: str | None = None) -> CheckOutcome:
+        """Check a run's ops, paired once by the caller for every checker;
+        ``t0`` (monotonic ns) is the origin of the seconds it reports, ``path``
+        the history file the timeline names."""
 
 
 # ------------------------------------------------------------- error mapping
@@ -342,7 +367,6 @@ class RegisterWorkload:
     key_counts: Any = None
 
     name = "register"
-    model = "dynamo-item"
     fs = ("get", "put", "update")
     #: Read-heavy for the same reason as the set workload's mix.
     DEFAULT_MIX = {"get": 0.7, "put": 0.15, "update": 0.15}
@@ -426,6 +450,28 @@ class RegisterWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("get", k, None) for k in self.ring.current()]
 
+    def check(self, ops: list[Operation], t0: int | None,
+              path: str | None = None) -> CheckOutcome:
+        """Linearizability of every key against the ``dynamo-item`` model."""
+        from checkers.check import check_ops
+        from checkers.models import get_model
+        from checkers.report import Anomaly, in_time_order, key_lines
+        from checkers.result import INVALID, UNKNOWN
+
+        res = check_ops(ops, "dynamo-item", path=path)
+        describe = get_model("dynamo-item").describe_op
+        witnesses = [k.witness for k in res.keys if k.witness is not None]
+        anomalies = in_time_order(Anomaly("not linearizable", w.failing_op, w.explanation)
+                                  for w in witnesses)
+        results = {"linearizable": {
+            "verdict": res.verdict, "keys": len(res.keys),
+            "invalid_keys": [str(k.key) for k in res.keys if k.verdict == INVALID],
+            "unknown_keys": {str(k.key): k.reason for k in res.keys if k.verdict == UNKNOWN},
+            "witnesses": [w.explanation for w in witnesses]}}
+        summary = [f"linearizability: {res.verdict.upper()} over {len(res.keys)} keys",
+                   *key_lines(res, describe)]
+        return CheckOutcome(res.verdict, results, summary, anomalies, [res], describe)
+
 
 # ----------------------------------------------------------------------- set
 
@@ -438,7 +484,6 @@ class SetWorkload:
     partition: str = "s"
 
     name = "set"
-    model = "set"
     fs = ("add", "read-query", "read-scan")
     #: Read-heavy: a worker bound to a cut-off leader blocks a client timeout
     #: on every add, so its reads (what can show staleness) come between them.
@@ -494,6 +539,15 @@ class SetWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("read-query"), Op("read-scan")]
 
+    def check(self, ops: list[Operation], t0: int | None,
+              path: str | None = None) -> CheckOutcome:
+        """Stale reads, lost elements, phantoms, duplicates (the set checker)."""
+        from checkers.set_checker import check_set, describe_op
+
+        res = check_set(ops, t0=t0)
+        return CheckOutcome(res.verdict, {"set": res.to_dict()}, res.describe().splitlines(),
+                            res.anomalies(), [res.page(len(ops), path)], describe_op)
+
 
 # ---------------------------------------------------------------------- bank
 
@@ -508,7 +562,6 @@ class BankWorkload:
     table: str = "faultline_bank"
 
     name = "bank"
-    model = "bank"
     fs = ("transfer", "read-txn", "read-scan")
     DEFAULT_MIX = {"transfer": 0.5, "read-txn": 0.25, "read-scan": 0.25}
 
@@ -592,6 +645,15 @@ class BankWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("read-txn"), Op("read-scan")]
 
+    def check(self, ops: list[Operation], t0: int | None,
+              path: str | None = None) -> CheckOutcome:
+        """A constant total and no negative balance in every read (the bank checker)."""
+        from checkers.bank import check_bank, describe_op
+
+        res = check_bank(ops, total=self.total, accounts=self.names, t0=t0)
+        return CheckOutcome(res.verdict, {"bank": res.to_dict()}, res.describe().splitlines(),
+                            res.anomalies(), [res.page(len(ops), path)], describe_op)
+
 
 WORKLOADS: dict[str, type] = {
     "register": RegisterWorkload,
@@ -612,8 +674,6 @@ def make_workload(name: str, options: dict[str, Any] | None = None) -> Any:
     except TypeError as e:
         raise ValueError(f"bad options for workload {name}: {e}") from None
 
-
-get_workload = make_workload
 
 
 def shared_state(name: str, ctx: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 A fault works on a :class:`Backend` (local processes, docker, ssh), which
 knows how to cut links, skew clocks and stop processes on its kind of host.
 Randomness comes from the nemesis's seeded ``random.Random``; targets that
-depend on the cluster's state (the leader) are resolved when the fault
-starts and recorded, so a schedule can be read back and replayed.
+depend on the cluster's state (the leader, and the term it leads in) are
+resolved when the fault starts and recorded, so a schedule can be read back
+and replayed.
+:data:`NEEDS_NODES` says which faults need how many nodes to mean anything.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any, Callable, Protocol
 class Backend(Protocol):
     node_ids: list[str]
 
-    def leader(self) -> str | None: ...
+    def leader_term(self) -> tuple[str, int] | None:
+        """The leader and its term, by the nodes' own account; ``None`` if none leads."""
 
     def partition(self, groups: list[list[str]]) -> None:
         """Two nodes can talk iff some group holds both (a bridge node is in two)."""
@@ -55,17 +58,24 @@ class Active:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _leader_or_any(b: Backend, rng: random.Random) -> str:
-    return b.leader() or rng.choice(b.node_ids)
+def _leader_or_any(b: Backend, rng: random.Random) -> tuple[str, dict[str, Any]]:
+    """The leader, else a node at random, and how it was picked, for the fault's
+    record: ``{"leader": "n3", "term": 7}``, or both ``None`` when none led."""
+    found = b.leader_term()
+    if found is None:
+        return rng.choice(b.node_ids), {"leader": None, "term": None}
+    node, term = found
+    return node, {"leader": node, "term": term}
 
 
 def _isolate(b: Backend, node: str) -> list[list[str]]:
     return [[node], [n for n in b.node_ids if n != node]]
 
 
-def _partition(name: str, groups: list[list[str]], b: Backend) -> Active:
+def _partition(name: str, groups: list[list[str]], b: Backend,
+               picked: dict[str, Any] | None = None) -> Active:
     b.partition(groups)
-    return Active(name, {"groups": groups}, b.heal_network)
+    return Active(name, {"groups": groups, **(picked or {})}, b.heal_network)
 
 
 def partition_one(b: Backend, rng: random.Random) -> Active:
@@ -73,7 +83,8 @@ def partition_one(b: Backend, rng: random.Random) -> Active:
 
 
 def partition_leader(b: Backend, rng: random.Random) -> Active:
-    return _partition("partition-leader", _isolate(b, _leader_or_any(b, rng)), b)
+    node, picked = _leader_or_any(b, rng)
+    return _partition("partition-leader", _isolate(b, node), b, picked)
 
 
 def partition_halves(b: Backend, rng: random.Random) -> Active:
@@ -101,10 +112,10 @@ def partition_random(b: Backend, rng: random.Random) -> Active:
 def clock_bump(b: Backend, rng: random.Random) -> Active:
     """Set the leader's wall clock back by 5-15 s (a wall-clock lease then
     outlives its real duration; a monotonic one does not notice)."""
-    node = _leader_or_any(b, rng)
+    node, picked = _leader_or_any(b, rng)
     delta = -round(rng.uniform(5.0, 15.0), 3)
     b.clock(node, bump=delta)
-    return Active("clock-bump", {"node": node, "bump_s": delta},
+    return Active("clock-bump", {"node": node, "bump_s": delta, **picked},
                   lambda: b.clock(node, reset=True))
 
 
@@ -126,16 +137,16 @@ def clock_strobe(b: Backend, rng: random.Random) -> Active:
 def clock_drift(b: Backend, rng: random.Random) -> Active:
     """The leader's clock (wall, monotonic and timers) runs at half speed: a
     slow oscillator, beyond any assumed drift bound."""
-    node = _leader_or_any(b, rng)
+    node, picked = _leader_or_any(b, rng)
     rate = round(rng.uniform(0.3, 0.6), 3)
     b.clock(node, rate=rate)
-    return Active("clock-drift", {"node": node, "rate": rate},
+    return Active("clock-drift", {"node": node, "rate": rate, **picked},
                   lambda: b.clock(node, reset=True))
 
 
-def _kill(name: str, node: str, b: Backend) -> Active:
+def _kill(name: str, node: str, b: Backend, picked: dict[str, Any] | None = None) -> Active:
     b.kill(node)
-    return Active(name, {"node": node}, lambda: b.restart(node))
+    return Active(name, {"node": node, **(picked or {})}, lambda: b.restart(node))
 
 
 def kill(b: Backend, rng: random.Random) -> Active:
@@ -143,12 +154,13 @@ def kill(b: Backend, rng: random.Random) -> Active:
 
 
 def kill_leader(b: Backend, rng: random.Random) -> Active:
-    return _kill("kill-leader", _leader_or_any(b, rng), b)
+    node, picked = _leader_or_any(b, rng)
+    return _kill("kill-leader", node, b, picked)
 
 
-def _pause(name: str, node: str, b: Backend) -> Active:
+def _pause(name: str, node: str, b: Backend, picked: dict[str, Any] | None = None) -> Active:
     b.pause(node)
-    return Active(name, {"node": node}, lambda: b.resume(node))
+    return Active(name, {"node": node, **(picked or {})}, lambda: b.resume(node))
 
 
 def pause(b: Backend, rng: random.Random) -> Active:
@@ -156,18 +168,21 @@ def pause(b: Backend, rng: random.Random) -> Active:
 
 
 def pause_leader(b: Backend, rng: random.Random) -> Active:
-    return _pause("pause-leader", _leader_or_any(b, rng), b)
+    node, picked = _leader_or_any(b, rng)
+    return _pause("pause-leader", node, b, picked)
 
 
 def leader_churn(b: Backend, rng: random.Random) -> Active:
-    """Hand leadership to another node every second while active."""
+    """Hand leadership to another node every second while active; each move
+    records the term its leader led in."""
     def tick() -> dict[str, Any] | None:
-        leader = b.leader()
-        if leader is None:
+        found = b.leader_term()
+        if found is None:
             return None
+        leader, term = found
         to = rng.choice([n for n in b.node_ids if n != leader])
         b.transfer_leadership(leader, to)
-        return {"from": leader, "to": to}
+        return {"from": leader, "term": term, "to": to}
 
     first = tick()
     return Active("leader-churn", {"first": first}, lambda: None, tick, 1.0)
@@ -192,4 +207,15 @@ FAULTS: dict[str, Callable[[Backend, random.Random], Active]] = {
     "clock-strobe": clock_strobe, "clock-drift": clock_drift, "kill": kill,
     "kill-leader": kill_leader, "pause": pause, "pause-leader": pause_leader,
     "leader-churn": leader_churn, "delay": delay, "loss": loss,
+}
+
+_MAJORITY = "a majority must keep serving while a node or a side is out"
+#: Faults that mean something only in a cluster of at least so many nodes, and why:
+#: with 2 nodes no side of a partition, and no survivor of a kill or pause, is a
+#: majority, so the test would measure nothing but an outage.
+NEEDS_NODES: dict[str, tuple[int, str]] = {
+    **dict.fromkeys(("partition-one", "partition-leader", "partition-halves",
+                     "partition-bridge", "partition-random", "kill", "kill-leader", "pause",
+                     "pause-leader"), (3, _MAJORITY)),
+    "leader-churn": (2, "leadership is handed to another node"),
 }

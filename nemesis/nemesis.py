@@ -8,7 +8,8 @@ same leader's clock back), faults that act while active (strobe, churn) act,
 and at the window's end they stop together in reverse order.  The choices
 come from one seeded ``random.Random``, so a seed gives the same fault
 schedule; every start and stop is reported (``record``) for the history and
-``schedule.jsonl``.
+``schedule.jsonl``, and :func:`describe` words what a fault did for the
+person watching the run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,52 @@ import threading
 import time
 from typing import Any, Callable
 
+from checkers.stats import fault_targets
 from nemesis.faults import FAULTS, Active, Backend
 
 log = logging.getLogger("nemesis")
 
 Record = Callable[[str, dict[str, Any]], None]
+
+
+def describe(fault: str, targets: dict[str, Any]) -> str:
+    """What a fault did to which nodes, as the run prints it when the fault
+    starts or stops: ``isolate n3 (leader of term 7)``, ``n3's clock -7.2 s``.
+    A fault aimed at the leader says which term it led, or that none led and
+    the node was picked at random: the person watching can then tell a fault
+    that hit the leader from one that hit a bystander."""
+    if "error" in targets:
+        return f"failed: {targets['error']}"
+    what = _what(fault, targets)
+    if "leader" not in targets:
+        return what
+    if targets["leader"] is None:
+        return f"{what} (no leader: picked at random)"
+    return f"{what} (leader of term {targets['term']})"
+
+
+def _what(fault: str, targets: dict[str, Any]) -> str:
+    who = fault_targets(targets)
+    if "groups" in targets:
+        return f"split {who}" if "|" in who else f"isolate {who}"
+    if "bump_s" in targets:
+        return f"{who}'s clock {targets['bump_s']:+g} s"
+    if "delta_s" in targets:
+        return f"{who}'s clock jumps by {targets['delta_s']:g} s every 100 ms"
+    if "rate" in targets:
+        return f"{who}'s clock at {targets['rate']:g}x speed"
+    if "first" in targets:
+        move = targets["first"]
+        return "move leadership every second, first " + (
+            f"from {move['from']} (leader of term {move['term']}) to {move['to']}" if move
+            else "nowhere (no leader)")
+    if fault.startswith(("kill", "pause")):
+        return f"{fault.partition('-')[0]} {who}"
+    if "ms" in targets:
+        return f"delay every link by {who}"
+    if "p" in targets:
+        return f"{who} on every link"
+    return who
 
 
 class Nemesis:
@@ -41,13 +83,18 @@ class Nemesis:
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
 
-    def start(self) -> None:
+    def start(self, until_ns: int | None = None) -> None:
+        """Start the schedule; no fault window opens at or after ``until_ns``
+        (monotonic ns: the clients' deadline, past which a fault tests nothing)."""
         if self.faults:
-            self._thread = threading.Thread(target=self._run, name="nemesis", daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(until_ns,), name="nemesis",
+                                            daemon=True)
             self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, until_ns: int | None) -> None:
         while not self._stop.wait(self.quiet):
+            if until_ns is not None and time.monotonic_ns() >= until_ns:
+                return
             with self._lock:
                 for name in self.faults:
                     self._start(name)

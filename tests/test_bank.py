@@ -190,3 +190,18 @@ def test_no_read_is_unknown():
     h = H().transfer(0, 1, 1, 0, 1, 5)
     r = check_bank(h.ops(), total=TOTAL, accounts=ACCOUNTS)
     assert r.verdict == UNKNOWN and r.reason == "no ok read"
+
+
+def test_anomalies_and_the_page_name_each_bad_read():
+    ops = in_flight_history("read-txn").ops()
+    r = check_bank(ops, total=TOTAL, accounts=ACCOUNTS, t0=0)
+    [a] = r.anomalies()
+    assert (a.kind, a.op.node, a.time, a.text) == ("wrong total", "n2", 12_000_000,
+                                                    r.bad_reads[0].line(TOTAL))
+    page = r.page(len(ops))
+    assert (page.ops, page.model) == (len(ops), "bank")
+    [k] = page.keys
+    assert k.key == "read-txn at 0.012 s on n2" and k.algorithm == "bank"
+    # The witness: the read and the transfer in flight that explains it.
+    assert k.witness.failing_op is a.op and k.witness.window == [ops[0], a.op]
+    assert k.witness.states == ["sum 25"]

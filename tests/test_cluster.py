@@ -15,7 +15,8 @@ from conftest import FAST, module_cluster
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from harness.cluster import LocalCluster, admin_get, admin_post
+from harness.admin import admin_get, admin_post
+from harness.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -67,6 +67,7 @@ def test_no_engine_is_one_line_naming_it(monkeypatch):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_faults_are_real_iptables_freezer_and_signals(engine, image, tmp_path):
     from harness.docker_backend import DockerBackend
 
@@ -82,7 +83,7 @@ def test_faults_are_real_iptables_freezer_and_signals(engine, image, tmp_path):
         rules = b.run(leader, "iptables -S FAULTLINE")
         for n in rest:
             assert f"-d {b.nodes[n].address}/32 -j DROP" in rules
-        assert f"-A INPUT -j FAULTLINE" in b.run(leader, "iptables -S INPUT")
+        assert "-A INPUT -j FAULTLINE" in b.run(leader, "iptables -S INPUT")
         # the majority elects a new leader; the old one cannot reach it
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and b.leader() in (None, leader):
@@ -193,6 +194,7 @@ def test_stale_read_experiment_on_docker_finds_the_bug_and_not_without_it(engine
     assert "verdict: VALID" in fixed.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_docker_run_leaves_no_container_network_or_rule(engine, image, tmp_path):
     """SIGINT while the leader is cut off: heal, history kept, everything removed."""
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--backend", "docker",

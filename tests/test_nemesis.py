@@ -12,18 +12,19 @@ import time
 import pytest
 
 from harness.spec import SpecError, TestSpec
-from nemesis.faults import FAULTS
-from nemesis.nemesis import Nemesis
+from nemesis.faults import FAULTS, NEEDS_NODES
+from nemesis.nemesis import Nemesis, describe
 
 
 class RecordingBackend:
     def __init__(self, n: int = 5) -> None:
         self.node_ids = [f"n{i + 1}" for i in range(n)]
         self.calls: list[tuple] = []
-        self.current_leader = "n3"
+        self.current_leader: str | None = "n3"
+        self.term = 7
 
-    def leader(self):
-        return self.current_leader
+    def leader_term(self):
+        return None if self.current_leader is None else (self.current_leader, self.term)
 
     def partition(self, groups):
         self.calls.append(("partition", groups))
@@ -48,7 +49,7 @@ class RecordingBackend:
 
     def transfer_leadership(self, leader, to=None):
         self.calls.append(("transfer", leader, to))
-        self.current_leader = to
+        self.current_leader, self.term = to, self.term + 1
         return to
 
     def set_delay(self, ms):
@@ -87,6 +88,42 @@ def test_partition_leader_isolates_the_leader_and_bump_sets_its_clock_back():
     assert bump.targets["node"] == "n3" and bump.targets["bump_s"] < -4.9
 
 
+@pytest.mark.parametrize("name, record, words", [
+    ("partition-leader", {"groups": [["n3"], ["n1", "n2", "n4", "n5"]]}, "isolate n3"),
+    ("kill-leader", {"node": "n3"}, "kill n3"),
+    ("pause-leader", {"node": "n3"}, "pause n3"),
+    ("clock-drift", {"node": "n3"}, "n3's clock at"),
+])
+def test_a_leader_fault_records_and_says_the_term_its_target_led(name, record, words):
+    act = FAULTS[name](RecordingBackend(), random.Random(1))
+    assert act.targets.items() >= {**record, "leader": "n3", "term": 7}.items()
+    line = describe(name, act.targets)
+    assert line.startswith(words) and line.endswith(" (leader of term 7)"), line
+
+
+@pytest.mark.parametrize("name", ["partition-leader", "kill-leader", "pause-leader",
+                                  "clock-bump"])
+def test_a_leader_fault_without_a_leader_says_it_picked_at_random(name):
+    b = RecordingBackend()
+    b.current_leader = None
+    act = FAULTS[name](b, random.Random(1))
+    assert act.targets["leader"] is None and act.targets["term"] is None
+    assert describe(name, act.targets).endswith(" (no leader: picked at random)")
+
+
+def test_leader_churn_records_and_says_each_moves_term():
+    b = RecordingBackend()
+    act = FAULTS["leader-churn"](b, random.Random(1))
+    first = act.targets["first"]
+    assert first["from"] == "n3" and first["term"] == 7
+    assert describe("leader-churn", act.targets) == (
+        f"move leadership every second, first from n3 (leader of term 7) to {first['to']}")
+    assert act.tick() == {"from": first["to"], "term": 8, "to": b.current_leader}
+    b.current_leader = None
+    assert act.tick() is None
+    assert describe("leader-churn", {"first": None}).endswith("first nowhere (no leader)")
+
+
 def test_bridge_and_halves_shapes():
     b = RecordingBackend()
     halves = FAULTS["partition-halves"](b, random.Random(2)).targets["groups"]
@@ -97,15 +134,24 @@ def test_bridge_and_halves_shapes():
     assert len(shared) == 1 and set(bridge[0]) | set(bridge[1]) == set(b.node_ids)
 
 
-def _run_schedule(seed: int) -> list[tuple[str, dict]]:
+def _run_schedule(seed: int, windows: int = 2) -> list[tuple[str, dict]]:
+    """The events of a nemesis that ran ``windows`` fault windows (however long a
+    busy machine takes for them), then stopped."""
     b = RecordingBackend()
     events: list[tuple[str, dict]] = []
     nem = Nemesis(b, ["partition-leader", "clock-bump"], 0.05, random.Random(seed),
                   lambda f, v: events.append((f, v)))
     nem.start()
-    time.sleep(0.33)
+    _wait_until(lambda: sum(f == "stop-partition-leader" for f, _ in events) >= windows)
     nem.stop()
     return events
+
+
+def _wait_until(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the nemesis did not get that far"
+        time.sleep(0.01)
 
 
 def test_schedule_composes_in_order_stops_in_reverse_and_heals_on_stop():
@@ -122,7 +168,7 @@ def test_same_seed_same_fault_parameters():
     a = [v.get("bump_s") for f, v in _run_schedule(5) if f == "start-clock-bump"]
     b = [v.get("bump_s") for f, v in _run_schedule(5) if f == "start-clock-bump"]
     n = min(len(a), len(b))
-    assert n >= 1 and a[:n] == b[:n]
+    assert n >= 2 and a[:n] == b[:n]
 
 
 def test_leader_churn_transfers_while_active():
@@ -153,7 +199,65 @@ def test_spec_node_config():
     cfg = spec.node_config()
     assert cfg["reads"]["query"] == "read_index" and cfg["lease"] == {"clock": "wall"}
     assert cfg["bugs"] == ["long-lease"] and cfg["raft"]["election_timeout_ms"] == 2000
-    assert spec.test_name == "set-none-long-lease"
+    assert spec.test_name == "set-none-read_index-lease-wall-long-lease"
+
+
+@pytest.mark.parametrize("kw, name", [
+    ({"workload": "register", "nemesis": ["partition-leader"]}, "register-partition-leader"),
+    ({"workload": "register", "nemesis": ["partition-leader"], "read_path": "read_index"},
+     "register-partition-leader-read_index"),
+    ({"nemesis": ["partition-leader"], "bugs": ["unchecked-range-reads"]},
+     "set-partition-leader-unchecked-range-reads"),
+    ({"lease_ms": 900, "lease_anchor": "received", "drift_bound": 0.1},
+     "set-none-lease-900ms-anchor-received-drift-0.1"),
+    # settings equal to the store's defaults are the same configuration, the same name
+    ({"read_path": "lease", "lease_clock": "monotonic", "lease_ms": 1700}, "set-none"),
+    ({"bugs": ["long-lease", "ack-before-fsync", "long-lease"]},
+     "set-none-ack-before-fsync-long-lease"),
+    ({"name": "mine", "read_path": "local"}, "mine"),
+])
+def test_test_name_holds_every_store_setting_that_differs(kw, name):
+    assert TestSpec(**kw).test_name == name
+
+
+def test_two_configurations_never_share_a_name():
+    settings = [{}, {"read_path": "read_index"}, {"read_path": "local"}, {"lease_ms": 500},
+                {"lease_clock": "wall"}, {"lease_anchor": "received"}, {"drift_bound": 0.2},
+                {"bugs": ["long-lease"]}, {"bugs": ["no-noop-read"]},
+                {"read_path": "local", "bugs": ["long-lease"]}]
+    names = [TestSpec(nemesis=["partition-leader"], **kw).test_name for kw in settings]
+    assert len(set(names)) == len(names), names
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_every_fault_runs_on_the_fewest_nodes_it_allows(name):
+    need, why = NEEDS_NODES.get(name, (1, ""))
+    TestSpec(nodes=need, nemesis=[name])
+    b = RecordingBackend(need)
+    b.current_leader = "n1"
+    FAULTS[name](b, random.Random(1)).undo()
+    if need > 1:
+        with pytest.raises(SpecError, match=f"--nodes: --nemesis {name} needs at least "
+                                            f"{need} nodes .*got {need - 1}"):
+            TestSpec(nodes=need - 1, nemesis=[name])
+
+
+def test_faults_that_need_a_majority_need_three_nodes():
+    majority = {n for n, (need, _) in NEEDS_NODES.items() if need == 3}
+    assert {n for n in FAULTS if n.startswith(("partition", "kill", "pause"))} == majority
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"lease_ms": 0}, "--lease-ms: must be positive, got 0"),
+    ({"lease_ms": -100}, "--lease-ms: must be positive"),
+    ({"heartbeat_ms": 2000}, "--heartbeat-ms, --election-timeout-ms: need 0 < heartbeat"),
+    ({"drift_bound": 1.0}, r"--drift-bound: must be in \[0, 1\)"),
+    ({"client_timeout": 0}, "--client-timeout: must be positive"),
+    ({"quiet_period": -1}, "--quiet-period: must be >= 0"),
+])
+def test_store_settings_out_of_range_name_the_flag(kw, words):
+    with pytest.raises(SpecError, match=words):
+        TestSpec(**kw)
 
 
 def test_spec_from_toml_with_flag_overrides(tmp_path):
@@ -173,19 +277,25 @@ def test_spec_from_toml_with_flag_overrides(tmp_path):
 
 @pytest.mark.parametrize("faults", [["partition-one"], ["leader-churn"]])
 def test_fault_and_quiet_windows_have_their_own_lengths(faults):
-    """Faults last ``interval``, the gaps between them ``quiet``; a fault
-    that acts while active (churn) lasts one window too, not two."""
+    """Faults last ``interval``, the gaps between them ``quiet``, each at least as
+    long as asked; a fault that acts while active (churn) lasts one window, not
+    two.  Only lower bounds and that one upper bound: a busy machine may stretch
+    any window a little, never shrink it."""
+    interval, quiet = 0.5, 0.1
     b = RecordingBackend()
     stamps: list[tuple[str, float]] = []
-    nem = Nemesis(b, faults, 0.3, random.Random(3),
-                  lambda f, v: stamps.append((f, time.monotonic())), quiet=0.1)
+    nem = Nemesis(b, faults, interval, random.Random(3),
+                  lambda f, v: stamps.append((f, time.monotonic())), quiet=quiet)
     t0 = time.monotonic()
     nem.start()
-    time.sleep(1.0)
+    _wait_until(lambda: sum(f.startswith("start-") for f, _ in stamps) >= 2)
     nem.stop()
     starts = [t for f, t in stamps if f.startswith("start-")]
     stops = [t for f, t in stamps if f.startswith("stop-")]
-    assert len(starts) >= 2 and len(stops) == len(starts)
-    assert 0.08 <= starts[0] - t0 <= 0.2                   # the first quiet window
-    assert 0.25 <= stops[0] - starts[0] <= 0.4              # a fault window
-    assert 0.08 <= starts[1] - stops[0] <= 0.2              # the next quiet window
+    assert len(stops) == len(starts) >= 2
+    assert t0 < starts[0] < stops[0] < starts[1] < stops[1]
+    slack = 0.005  # timer rounding
+    assert starts[0] - t0 >= quiet - slack                  # the first quiet window
+    assert stops[0] - starts[0] >= interval - slack         # a fault window ...
+    assert stops[0] - starts[0] < 2 * interval              # ... one, not two
+    assert starts[1] - stops[0] >= quiet - slack            # the next quiet window

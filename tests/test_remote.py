@@ -1,7 +1,7 @@
-"""What the docker and ssh backends share, without an engine or a host: the cut
-and iptables rule builders, the node command line, the shell scripts that start,
-stop and signal a node (run here on this machine), the fault bookkeeping over a
-fake channel, and the backend factory."""
+"""What the backends share, without an engine or a host: the cut and iptables
+rule builders, the node command line, the shell scripts that start, stop and
+signal a node (run here on this machine), the fault bookkeeping over a fake
+channel, the backend factory, and the leader wait and pick of every backend."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import remote
+from harness import admin, poll, remote
 from harness.backends import make_backend, wait_for_leader
 from harness.remote import (CHAIN, BackendError, RemoteBackend, RemoteNode, chain_load_script,
                             chain_setup_script, chain_teardown_script, cuts_of, drop_rules,
@@ -316,3 +316,61 @@ def test_wait_for_leader_polls_the_backend():
 
     with pytest.raises(TimeoutError):
         wait_for_leader(Never(), timeout=0.3)  # type: ignore[arg-type]
+
+
+def test_wait_for_leader_runs_the_check_between_polls_and_names_where():
+    class Dead:
+        node_ids = IDS
+
+        def leader(self):
+            return None
+
+    def check():
+        raise BackendError("node n2 exited")
+
+    with pytest.raises(BackendError, match="n2 exited"):
+        poll.wait_for_leader(Dead(), timeout=5, check=check)
+    with pytest.raises(TimeoutError, match="no leader within 0.2 s on the fake backend"):
+        poll.wait_for_leader(Dead(), timeout=0.2, where=" on the fake backend")
+
+
+def test_poll_calls_until_an_answer_or_the_deadline():
+    answers = iter([None, None, 7])
+    assert poll.poll(lambda: next(answers), timeout=5, interval=0.01) == 7
+    calls = []
+    t0 = time.monotonic()
+    assert poll.poll(lambda: calls.append(1), timeout=0.1, interval=0.02) is None
+    assert time.monotonic() - t0 >= 0.1 and len(calls) >= 2  # once more at the deadline
+    assert poll.poll(lambda: calls.append(1), timeout=0) is None and len(calls) >= 3
+
+
+def test_the_leader_is_the_one_in_the_highest_term():
+    assert admin.pick_leader({"n1": {"role": "leader", "term": 3},
+                              "n2": {"role": "leader", "term": 5},
+                              "n3": {"role": "follower", "term": 5}, "n4": None}) == ("n2", 5)
+    assert admin.pick_leader({"n1": {"role": "candidate", "term": 9}, "n2": None}) is None
+    assert admin.pick_leader({}) is None
+
+
+def test_a_backend_asks_only_its_running_nodes_who_leads_and_in_which_term(tmp_path,
+                                                                           monkeypatch):
+    asked: list[list[str]] = []
+
+    def statuses(infos, timeout=1.0):
+        asked.append([i.id for i in infos])
+        return {"n2": {"role": "leader", "term": 4}, "n3": {"role": "follower", "term": 4}}
+
+    monkeypatch.setattr(admin, "statuses", statuses)
+    b = FakeBackend(tmp_path)
+    b.pause("n1")
+    assert b.leader_term() == ("n2", 4) and b.leader() == "n2"
+    assert asked == [["n2", "n3"], ["n2", "n3"]]
+
+
+def test_statuses_of_nodes_that_do_not_answer_are_none():
+    from harness.cluster import free_ports
+
+    port = free_ports(1)[0]  # nobody listens
+    nodes = [admin.NodeInfo(nid, "-", f"127.0.0.1:{port}", "-", "-", "-", "-") for nid in IDS]
+    assert admin.statuses(nodes, timeout=0.5) == {"n1": None, "n2": None, "n3": None}
+    assert admin.leader_of(nodes) is None

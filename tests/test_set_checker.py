@@ -187,7 +187,8 @@ def test_phantom():
     assert r.phantom_elements == [99]
     assert r.stale_reads == [] and r.lost == []
     assert r.witness.kind == "phantom" and r.witness.elements == [99]
-    assert "read-scan by process 2 on n3 at 0.020 s holds phantom elements: 99" in r.describe()
+    assert ("read-scan by process 2 on n3 at 0.020 s returned elements no add ever attempted: 99"
+            in r.describe())
 
 
 def test_duplicate():
@@ -201,7 +202,7 @@ def test_duplicate():
     assert d.elements == {1: 2, 2: 3}
     assert r.stale_reads == [] and r.phantoms == []
     assert r.figures()["duplicate_reads"] == 1
-    assert "holds duplicate elements: 1 (x2), 2 (x3)" in r.describe()
+    assert "returned elements more than once: 1 (x2), 2 (x3)" in r.describe()
 
 
 def test_early_read_of_an_element_whose_add_came_later():
@@ -365,3 +366,48 @@ def test_100k_ops_in_well_under_a_few_seconds():
     assert len(last.missing) == 999 * 9 and last.missing[0] == 61_000
     assert r.stale_windows()["max"] == 8998.5
     assert r.lost == []
+
+
+# ------------------------------------------------------------ for the report
+
+def several_anomalies() -> H:
+    """Element 2 is lost, 1 is missed by two reads, 99 was never added."""
+    h = H()
+    h.op(0, 10, 1, "add", 1, node="n2")
+    h.op(20, 30, 2, "add", 2, node="n3")
+    h.op(40, 45, 7, "read-query", None, [1], node="n1")
+    h.op(50, 52, 8, "read-scan", None, [2, 99], node="n2")
+    h.op(60, 70, 7, "read-scan", None, [], node="n1")
+    h.op(100, 110, 9, "final-read", None, [1, 99], node="n3")
+    return h
+
+
+def test_every_anomaly_at_its_op_in_time_order():
+    ops = several_anomalies().ops()
+    r = check_set(ops, t0=0)
+    got = [(a.kind, a.op.f, a.op.node, a.time) for a in r.anomalies()]
+    assert got == [("lost", "add", "n3", 20_000_000),
+                   ("stale read", "read-scan", "n2", 50_000_000),
+                   ("phantom", "read-scan", "n2", 50_000_000),
+                   ("stale read", "read-scan", "n1", 60_000_000),
+                   ("phantom", "final-read", "n3", 100_000_000)]
+    stale = r.anomalies()[1]
+    assert stale.text == r.stale_reads[0].line()
+    assert stale.to_dict(t0=0)["at_s"] == 0.05
+
+
+def test_the_page_counts_the_whole_history_and_draws_each_witness():
+    ops = several_anomalies().ops()
+    r = check_set(ops, t0=0)
+    page = r.page(len(ops), "history.jsonl")
+    assert (page.ops, page.model, page.verdict, page.path) == (len(ops), "set", INVALID,
+                                                               "history.jsonl")
+    # The worst stale read first, then the other, the lost element, the phantoms.
+    assert [k.algorithm for k in page.keys] == ["stale-read", "stale-read", "lost",
+                                                "phantom", "phantom"]
+    assert page.keys[0].key == "stale-read at 0.060 s on n1"
+    w = page.keys[0].witness
+    assert w.failing_op.f == "read-scan" and [a.input for a in w.linearized] == [1]
+    assert page.keys[2].key == "lost at 0.020 s on n3"
+    assert len(r.page(len(ops), limit=2).keys) == 2
+    assert r.witness.explanation.startswith("the worst stale read: ")

@@ -120,6 +120,7 @@ def test_an_unknown_host_key_stops_the_run_and_the_opt_out_accepts_it(sshd_hosts
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_faults_over_ssh_and_nothing_left_on_the_hosts(sshd_hosts, tmp_path):
     d, nodes_file, known, hosts = sshd_hosts
     b = SshBackend(tmp_path, load_nodes_file(nodes_file), FAST_CONFIG, 2,
@@ -154,6 +155,7 @@ def test_faults_over_ssh_and_nothing_left_on_the_hosts(sshd_hosts, tmp_path):
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_a_20_second_ssh_run_completes_with_a_verdict(sshd_hosts, tmp_path):
     d, nodes_file, known, hosts = sshd_hosts
     spec = tmp_path / "test.toml"

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from checkers.history import Event, Operation
-from checkers.stats import Interval, Mark, compute_stats, nemesis_intervals, parse_nemesis
+from checkers.report import Anomaly
+from checkers.stats import (Interval, Mark, compute_stats, fault_targets, nemesis_intervals,
+                            parse_nemesis)
 
 S = 1_000_000_000  # ns per second
 MS = 1_000_000
@@ -73,6 +75,29 @@ def test_a_start_that_failed_opens_no_interval():
     ivs, marks = parse_nemesis(events)
     assert [(iv.name, iv.start, iv.end) for iv in ivs] == [("clock-bump", 2 * S, 3 * S)]
     assert marks == [Mark(1 * S, "start-partition-leader", {"error": "no leader"})]
+
+
+@pytest.mark.parametrize("value, targets", [
+    ({"groups": [["n3"], ["n1", "n2", "n4", "n5"]]}, "n3"),
+    ({"groups": [["n4", "n5", "n1"], ["n2", "n3"]]}, "n2 n3 | n4 n5 n1"),
+    ({"groups": [["n1", "n2", "n3"], ["n1", "n4", "n5"]]}, "n1 n2 n3 | n1 n4 n5"),  # a bridge
+    ({"node": "n2", "bump_s": -7.2}, "n2"),
+    ({"first": {"from": "n1", "to": "n3"}}, "n1->n3"),
+    ({"ms": 120.5}, "120.5 ms"),
+    ({"p": 0.125}, "12% loss"),
+    ({"error": "no leader"}, ""),
+    (["n1"], ""),
+])
+def test_fault_targets_name_what_a_fault_hit(value, targets):
+    assert fault_targets(value) == targets
+
+
+def test_an_interval_is_labelled_with_its_targets():
+    [iv] = nemesis_intervals([nem(1, "start-partition-leader", {"groups": [["n3"], ["n1"]]}),
+                              nem(2, "stop-partition-leader")])
+    assert iv.label == "partition-leader n3"
+    [iv] = nemesis_intervals([nem(1, "start-delay", {}), nem(2, "stop-delay")])
+    assert iv.label == "delay"
 
 
 def test_client_events_and_untimed_events_are_ignored():
@@ -138,6 +163,8 @@ def test_availability_inside_and_outside_nemesis_intervals():
     text = s.describe()
     assert "no fault" in text and "partition (1x)" in text
     json.dumps(s.to_dict())
+    events[0] = nem(1, "start-partition", {"groups": [["n1"], ["n2"]]})
+    assert compute_stats(sample_ops(), events, t0=0).intervals[0]["targets"] == "n1"
 
 
 # -------------------------------------------------------------------- perf
@@ -198,3 +225,36 @@ def test_plots_shade_the_intervals_of_the_events(tmp_path):
 def test_plots_of_an_empty_history(tmp_path):
     paths = perf.plot_all([], [], tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_fault_windows_are_named_with_their_targets_above_the_plots(tmp_path):
+    from matplotlib.figure import Figure
+
+    events = [nem(1, "start-partition-leader", {"groups": [["n3"], ["n1", "n2"]]}),
+              nem(1, "start-clock-bump", {"node": "n3", "bump_s": -5}),
+              nem(2, "stop-clock-bump"), nem(2, "stop-partition-leader")]
+    ctx = perf._Context(sample_ops(), events, 0)
+    ax = Figure().subplots()
+    ctx.shade(ax, labels=True)
+    # Composed faults share a window: their names go on two rows, not one over the other.
+    names = {t.get_text(): t.xyann for t in ax.texts}
+    assert set(names) == {"partition-leader n3", "clock-bump n3"}
+    assert names["partition-leader n3"] != names["clock-bump n3"]
+
+
+def test_anomalies_are_marked_at_their_op_on_the_latency_plot(tmp_path):
+    from matplotlib.figure import Figure
+
+    ops = sample_ops()
+    stale = Anomaly("stale read", ops[2], "read missed 1")   # ok: at its latency
+    lost = Anomaly("not linearizable", ops[11], "info op")  # info: on the top edge
+    ctx = perf._Context(ops, [], 0, [stale, lost, Anomaly("stale read", ops[4], "again")])
+    ax = Figure().subplots()
+    handles = ctx.mark_anomalies(ax)
+    assert [h.get_label() for h in handles] == ["stale read (2)", "not linearizable (1)"]
+    stale_line, info_line = ax.lines
+    assert list(stale_line.get_xdata()) == [0.2, 0.4]
+    assert list(stale_line.get_ydata()) == [pytest.approx(7.0), pytest.approx(9.0)]
+    assert list(info_line.get_xdata()) == [1.1] and list(info_line.get_ydata()) == [0.97]
+    paths = perf.plot_all(ops, [], tmp_path, t0=0, anomalies=[stale, lost])
+    assert paths[0].stat().st_size > 10_000

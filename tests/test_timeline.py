@@ -8,8 +8,10 @@ import re
 
 from checkers.history import Operation
 from checkers.models import get_model
+from checkers.report import Anomaly
 from checkers.result import INVALID, VALID, CheckResult, KeyResult, Witness
-from checkers.timeline import render_html, write_html
+from checkers.stats import Interval
+from checkers.timeline import RunOverview, render_html, write_html
 
 MODEL = get_model("register")
 
@@ -147,3 +149,62 @@ def test_describe_errors_do_not_break_the_page():
         raise ValueError("no such op")
     page = render_html([invalid_result()], title="t", describe=describe)
     assert html.escape("read nil") in page
+
+
+# ------------------------------------------------------------ a fault test's page
+
+def run_page(t0=0):
+    """p0 (on n1) writes 1; p1 (on n3, cut off by a partition) then reads 0."""
+    s = 1_000_000_000
+    w = Operation(0, 0, "write", "x", 1, 1, "ok", 0, 1, t0 + 1 * s, t0 + 2 * s, "n1")
+    r = Operation(1, 1, "read", "x", None, 0, "ok", 2, 3, t0 + 3 * s, t0 + 4 * s, "n3")
+    state = MODEL.describe_state(1)
+    witness = Witness(failing_op=r, linearized=[w], states_after=[state], states=[state],
+                      window=[w, r], explanation="read -> 0 cannot follow write 1")
+    result = CheckResult(verdict=INVALID, model=MODEL.name, ops=3945, elapsed=0.135,
+                         keys=[KeyResult(key="x", verdict=INVALID, ops=2, algorithm="wgl",
+                                         witness=witness)])
+    part = Interval("partition-leader", t0 + int(2.5 * s), t0 + 5 * s, "start-partition-leader",
+                    "stop-partition-leader", {"groups": [["n3"], ["n1", "n2"]]})
+    unlinked = Operation(7, 4, "read", "y", None, 3, "ok", 9, 10, t0 + 6 * s, t0 + 7 * s, "n2")
+    run = RunOverview(ops=3945, t0=t0, end=t0 + 135 * s, faults=[part], anomalies=[
+        Anomaly("not linearizable", r, "read -> 0 cannot follow write 1"),
+        Anomaly("stale read", unlinked, "read y missed 1")])
+    return render_html([result], title="run", describe=MODEL.describe_op, run=run)
+
+
+def test_a_runs_page_counts_the_whole_history_on_the_runs_clock():
+    page = run_page(t0=7_000_000_000_000)
+    assert "<b>3,945 ops over 135.0 s</b> · 1 fault window · 2 anomalies" in page
+    assert "seconds since the test started" in page
+    # Times in tooltips and tables are seconds since t0, not the raw clock.
+    assert "t=3.000 s" in page and "t=4.000 s" in page and "t=7003" not in page
+    assert re.search(r"<td class=\"mono\">3\.000 s</td>", page)
+    # The overview's op count is the whole history's; the check's time is named so.
+    assert "<th class=\"num\">check time</th>" in page and ">3,945<" in page
+
+
+def test_a_runs_page_draws_fault_bands_and_lists_anomalies_to_jump_between():
+    page = run_page()
+    # The strip: the band named with its targets and its times, each anomaly a mark.
+    assert "<title>partition-leader n3: 2.5–5.0 s</title>" in page
+    assert re.search(r'<a href="#h0-k0"><line class="anomaly"[^>]*><title>not linearizable '
+                     r"at 3\.000 s", page)
+    assert page.count('<line class="anomaly"') == 2
+    # The list, in time order; an anomaly with a witness on the page links to it.
+    items = re.findall(r"<li><span class=\"mono\">([\d.]+ s)</span> <b>([^<]+)</b> on (n\d)"
+                       r".*?</li>", page)
+    assert items == [("3.000 s", "not linearizable", "n3"), ("6.000 s", "stale read", "n2")]
+    assert page.count('<a href="#h0-k0">witness</a>') == 1
+    # The witness: the fault band behind the bars (read from 2 on, the write before it).
+    svg = timeline_svg(page)
+    assert 'fill-opacity=".35"' in svg and ">partition-leader n3</text>" in svg
+    assert "a fault in effect" in page
+    # Each lane names its process and the node it talks to.
+    assert re.search(r'>p0<tspan class="lanenode"> n1</tspan>', page)
+    assert re.search(r'>p1<tspan class="lanenode"> n3</tspan>', page)
+
+
+def test_a_page_without_a_run_has_no_run_header():
+    page = render([invalid_result()])
+    assert "ops over" not in page and 'class="strip"' not in page

@@ -8,6 +8,8 @@ import pytest
 from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
                                  EndpointConnectionError, ReadTimeoutError)
 
+from checkers.history import Event, History
+from checkers.result import INVALID, VALID
 from harness.clients import node_index, process_rng
 from harness.workloads import (FAIL, INFO, OK, VALUE_BASE, BankWorkload, Completion, KeyRing, Op,
                                RegisterWorkload, SetWorkload, StaleTableError, classify,
@@ -309,3 +311,73 @@ def test_setup_refuses_a_table_with_data_from_an_earlier_run(name):
     c.answers["scan"] = {"Items": [{"pk": {"S": "k0"}, "v": {"N": "1"}}]}
     with pytest.raises(StaleTableError):
         make_workload(name).setup(c)
+
+
+# ------------------------------------------------------------------ checking
+
+MS = 1_000_000
+
+
+def history_of(*ops: tuple) -> History:
+    """(call_ms, ret_ms, process, f, key, invoke value, ok value, node), in time order."""
+    events: list[Event] = []
+    for call, ret, process, f, key, value, out, node in ops:
+        events.append(Event(len(events), "invoke", process, f, key, value, call * MS, node))
+        events.append(Event(len(events), "ok", process, f, key, out, ret * MS, node))
+    return History(events, path="history.jsonl")
+
+
+def checked(workload, history: History):
+    """The workload's check of a history's ops, paired once here as a run's analysis does."""
+    return workload.check(history.operations(), t0=0, path=history.path)
+
+
+def test_each_workload_carries_its_checker_and_no_model_name():
+    for name in ("register", "set", "bank"):
+        w = make_workload(name)
+        assert callable(w.check) and not hasattr(w, "model")
+
+
+def test_register_check_finds_a_stale_get_and_places_it_in_time():
+    h = history_of((10, 20, 0, "put", "k0", 1000000001, 1000000001, "n1"),
+                   (30, 40, 1, "get", "k0", None, None, "n3"))
+    ops = h.operations()
+    out = make_workload("register").check(ops, t0=0, path=h.path)
+    assert out.verdict == INVALID and out.results["linearizable"]["invalid_keys"] == ["k0"]
+    [a] = out.anomalies
+    assert (a.kind, a.op.node, a.time) == ("not linearizable", "n3", 30 * MS)
+    assert a.op is ops[1]  # the very op given: the check paired nothing again
+    assert out.summary[0] == "linearizability: INVALID over 1 keys"
+    [page] = out.timeline
+    assert (page.ops, page.path) == (2, "history.jsonl")
+    assert page.keys[0].witness.failing_op is a.op
+    assert out.describe(a.op).startswith("get -> ")
+
+
+def test_set_check_reports_stale_reads_with_the_whole_history_on_its_page():
+    h = history_of((0, 10, 0, "add", None, 1, 1, "n1"),
+                   (20, 30, 1, "read-query", None, None, [], "n3"),
+                   (40, 50, 2, "read-scan", None, None, [1], "n2"))
+    out = checked(SetWorkload(), h)
+    assert out.verdict == INVALID and out.results["set"]["stale_reads"] == 1
+    [a] = out.anomalies
+    assert (a.kind, a.op.f, a.time) == ("stale read", "read-query", 20 * MS)
+    assert out.summary[0] == "set: INVALID" and any("at 0.020 s" in s for s in out.summary)
+    [page] = out.timeline
+    assert (page.ops, page.path) == (3, "history.jsonl")
+    assert out.describe(a.op) == "read-query -> 0 elements"
+
+
+def test_bank_check_uses_the_workloads_total_and_accounts():
+    bank = BankWorkload(accounts=2, initial=10)
+    h = history_of((0, 10, 0, "read-txn", None, None, {"a0": 10, "a1": 10}, "n1"),
+                   (20, 30, 1, "read-scan", None, None, {"a0": 5, "a1": 10}, "n2"))
+    out = checked(bank, h)
+    assert out.verdict == INVALID and out.results["bank"]["total"] == 20
+    [a] = out.anomalies
+    assert (a.kind, a.op.node, a.time) == ("wrong total", "n2", 20 * MS)
+    assert out.timeline[0].keys[0].witness.failing_op is a.op
+    assert out.describe(a.op) == "read-scan -> total 15"
+    valid = checked(bank, history_of((0, 10, 0, "read-txn", None, None, {"a0": 10, "a1": 10},
+                                      "n1")))
+    assert (valid.verdict, valid.anomalies) == (VALID, [])

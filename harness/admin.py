@@ -1,0 +1,117 @@
+"""A store node's admin endpoint and configuration file, as every backend reaches them.
+
+The harness drives nodes only through their network APIs, the same way on
+every backend: ``GET /status`` says who leads, ``POST /clock`` skews a
+node's clock, ``POST /transfer`` hands leadership over.  :class:`NodeInfo`
+says where a node listens; :func:`to_toml` writes the configuration file it
+reads at start.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Status = dict[str, Any]
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    api: str
+    admin: str
+    raft: str
+    data: str
+    log: str
+    config: str
+    pid: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.api}"
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Plain data (scalars, lists of scalars, one level of tables) as TOML."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    top = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [f"\n[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items()
+                                        if vv is not None)
+              for k, v in data.items() if isinstance(v, dict)]
+    return "\n".join(top + tables) + "\n"
+
+
+def admin_get(node: NodeInfo, path: str = "/status", timeout: float = 2.0) -> Status:
+    with urllib.request.urlopen(f"http://{node.admin}{path}", timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def admin_post(node: NodeInfo, path: str, body: dict[str, Any],
+               timeout: float = 2.0) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://{node.admin}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return {"error": e.read().decode(errors="replace"), "status": e.code}
+
+
+def post_clock(node: NodeInfo, op: dict[str, Any]) -> None:
+    """One clock control (``bump``, ``offset``, ``rate`` or ``reset``) on a node."""
+    out = admin_post(node, "/clock", op)
+    if "error" in out:
+        raise RuntimeError(f"clock {op} on {node.id}: {out['error']}")
+
+
+def statuses(nodes: Iterable[NodeInfo], timeout: float = 1.0) -> dict[str, Status | None]:
+    """Each node's ``/status`` (``None`` where it does not answer), asked in
+    parallel so that a stopped node costs one timeout, not one per node."""
+    nodes = list(nodes)
+
+    def one(node: NodeInfo) -> Status | None:
+        try:
+            return admin_get(node, timeout=timeout)
+        except (OSError, ValueError):
+            return None
+    if len(nodes) <= 1:
+        return {n.id: one(n) for n in nodes}
+    with concurrent.futures.ThreadPoolExecutor(len(nodes), "status") as ex:
+        return dict(zip([n.id for n in nodes], ex.map(one, nodes)))
+
+
+def pick_leader(found: Mapping[str, Status | None]) -> tuple[str, int] | None:
+    """The node that says it leads in the highest term, and that term, if any
+    (after a partition heals, an old leader may still say so in an older term)."""
+    leaders = [(st["term"], nid) for nid, st in found.items()
+               if st and st.get("role") == "leader"]
+    if not leaders:
+        return None
+    term, nid = max(leaders)
+    return nid, term
+
+
+def leader_and_term(nodes: Iterable[NodeInfo], timeout: float = 0.5) -> tuple[str, int] | None:
+    """The leader among ``nodes`` and its term, by their own account."""
+    return pick_leader(statuses(nodes, timeout))
+
+
+def leader_of(nodes: Iterable[NodeInfo], timeout: float = 0.5) -> str | None:
+    """The leader among ``nodes``, by their own account."""
+    found = leader_and_term(nodes, timeout)
+    return found[0] if found else None
