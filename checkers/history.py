@@ -343,7 +343,7 @@ class History:
 
     ``model`` is the model its format implies (``None``: let the checker
     choose), since tools disagree on what a failed cas or a nil read mean
-    (see ``../shared/data/README.md``).
+    (see :mod:`checkers.models`).
     """
 
     events: list[Event]

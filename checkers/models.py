@@ -9,11 +9,12 @@ constrain anything at all (a failed or indeterminate read does not), and
 greedily).
 States must be hashable: the search memoises on them.
 
-Tools disagree on two words (see ``../shared/data/README.md``): Porcupine
-reads a failed ``cas`` as a compare that found another value and a ``nil``
-read as "never written"; Knossos drops failed ops and accepts a ``nil`` read
-in any state.  Both conventions are models here, so each tool's histories
-get that tool's verdicts.
+Tools disagree on two words: Porcupine reads a failed ``cas`` as a compare
+that found another value and a ``nil`` read as "never written"; Knossos drops
+failed ops and accepts a ``nil`` read in any state.  Both conventions are
+models here, so each tool's histories get that tool's verdicts.  DynamoDB
+says why an op failed, so the harness's own model reads a failure as a
+mismatch only when the store said the condition was false.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ class TestSpec:
     election_timeout_ms: int = 2000
     quiet_period: float = 3.0
     #: a client read timeout: a worker bound to a cut-off leader blocks this long
-    #: on every write, so it bounds how often that node is read (see issue 4 note)
+    #: on every write, so it bounds how often that node is read
     client_timeout: float = 0.5
     workload_options: dict[str, Any] = field(default_factory=dict)
     #: ssh backend: the nodes (host, port, user, key per node) as a TOML or JSON file

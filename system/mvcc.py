@@ -16,7 +16,7 @@ A read at ``read_ts`` sees, for each key, the newest version with
 consistent snapshot and TransactGetItems reads all its items at one
 timestamp.
 
-Layout, chosen by measurement (see ``stats()`` and the report of issue 3):
+Layout, chosen by measurement (see ``stats()`` and ``bench/store.py``):
 one ``sortedcontainers.SortedDict`` per table, keyed by the tuple
 ``(pk, sk)`` -- tuples of bytes sort by pk, then sk, which is exactly the
 order of a table scan, and a partition is a contiguous range of it.  Each

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from harness.cluster import is_alive
 
+from cli_runs import faultline
+
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def faultline(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_two_clusters_up_status_down(tmp_path):

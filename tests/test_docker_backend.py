@@ -16,8 +16,9 @@ import pytest
 
 from harness.remote import BackendError
 
+from cli_runs import ROOT, faultline
+
 pytestmark = [pytest.mark.docker]
-ROOT = Path(__file__).resolve().parents[1]
 FAST_CONFIG = {"raft": {"heartbeat_ms": 100, "election_timeout_ms": 1000}}
 #: Seeds of the stale-read experiment; on docker seeds 1-6 all caught the bug (6 of 6,
 #: bench/backends.py --backends docker --seeds 1,2,3,4,5,6 --bug unchecked-range-reads
@@ -49,12 +50,6 @@ def labelled(engine, run_id: str) -> list[str]:
     label = f"faultline.run={run_id}"
     return ([c.name for c in engine.containers.list(all=True, filters={"label": label})]
             + [n.name for n in engine.networks.list(filters={"label": label})])
-
-
-def faultline_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CI": "1"})
 
 
 def test_no_engine_is_one_line_naming_it(monkeypatch):
@@ -175,8 +170,8 @@ def test_stale_read_experiment_on_docker_finds_the_bug_and_not_without_it(engine
         common = ["run", "--backend", "docker", "--workload", "set", "--nemesis",
                   "partition-leader", "--time-limit", "30", "--seed", str(seed)]
         results = tmp_path / f"bug-{seed}"
-        bug = faultline_cli(*common, "--bug", "unchecked-range-reads",
-                            "--results-dir", str(results))
+        bug = faultline(*common, "--bug", "unchecked-range-reads",
+                        "--results-dir", str(results), timeout=300)
         assert bug.returncode in (0, 1), bug.stdout + bug.stderr
         run = _run_dir(results)
         run_id = json.loads((run / "cluster" / "docker.json").read_text())["run_id"]
@@ -189,7 +184,7 @@ def test_stale_read_experiment_on_docker_finds_the_bug_and_not_without_it(engine
     assert "stale reads" in bug.stdout and "verdict: INVALID" in bug.stdout
     assert json.loads((run / "results.json").read_text())["verdict"] == "invalid"
 
-    fixed = faultline_cli(*common, "--results-dir", str(tmp_path / "fixed"))
+    fixed = faultline(*common, "--results-dir", str(tmp_path / "fixed"), timeout=300)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "verdict: VALID" in fixed.stdout
 

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from false_alarms import QUICK, WORKLOADS  # noqa: E402
-from test_run import FAST, faultline  # noqa: E402
+from cli_runs import FAST, faultline  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

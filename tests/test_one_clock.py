@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,15 +19,7 @@ from harness import runner
 from harness.spec import TestSpec
 from nemesis.nemesis import describe
 
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--nodes", "3", "--concurrency", "6", "--election-timeout-ms", "1000",
-        "--heartbeat-ms", "100", "--quiet-period", "1"]
-
-
-def faultline(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CI": "1"})
+from cli_runs import FAST, faultline
 
 
 @pytest.mark.cluster

@@ -325,10 +325,15 @@ def test_forced_vote_bypasses_stickiness():
     assert [type(m) for m in rd.messages] == [VoteResponse] and rd.messages[0].granted
 
 
+#: Without leader stickiness (no PreVote, no CheckQuorum), which would have a
+#: node that has just started refuse every vote for an election timeout.
+UNSTICKY = {"pre_vote": False, "check_quorum": False}
+
+
 def test_vote_needs_an_up_to_date_log():
     st = StorageState(HardState(2, None, 0), [Entry(1, 1, b"a"), Entry(2, 2, b"b")])
-    n = RaftNode(RaftConfig(id="b", peers=["a", "b", "c"], heartbeat_ticks=2, election_ticks=10),
-                 st, random.Random(0))
+    n = RaftNode(RaftConfig(id="b", peers=["a", "b", "c"], heartbeat_ticks=2, election_ticks=10,
+                            **UNSTICKY), st, random.Random(0))
     n.step(VoteRequest(3, "a", "b", last_index=5, last_term=1))   # longer but older
     rd = drain(n)
     assert not rd.messages[0].granted and n.term == 3 and n.vote is None
@@ -705,9 +710,30 @@ def test_step_down_invalidates_the_lease():
 # Interface: Ready contract, errors, status, wire format
 
 
-def test_ready_contract():
+def test_a_node_that_just_started_votes_for_no_one_for_an_election_timeout():
+    # Before a crash it may have acknowledged a heartbeat whose lease still
+    # holds; voting at once after a quick restart could elect a second leader
+    # inside that lease.
     n = RaftNode(RaftConfig(id="b", peers=["a", "b", "c"], heartbeat_ticks=2, election_ticks=10),
                  rng=random.Random(0))
+    for _ in range(9):
+        n.tick()
+    n.step(VoteRequest(5, "a", "b", last_index=0, last_term=0))
+    assert not any(isinstance(m, VoteResponse) and m.granted for m in drain(n).messages)
+    assert n.term == 0
+    n.tick()
+    n.step(VoteRequest(n.term + 5, "a", "b", last_index=0, last_term=0))
+    assert any(isinstance(m, VoteResponse) and m.granted for m in drain(n).messages)
+    # a leadership transfer (TimeoutNow) is obeyed at once all the same
+    fresh = RaftNode(RaftConfig(id="c", peers=["a", "b", "c"], heartbeat_ticks=2,
+                                election_ticks=10), rng=random.Random(0))
+    fresh.step(VoteRequest(5, "a", "c", last_index=0, last_term=0, force=True))
+    assert any(isinstance(m, VoteResponse) and m.granted for m in drain(fresh).messages)
+
+
+def test_ready_contract():
+    n = RaftNode(RaftConfig(id="b", peers=["a", "b", "c"], heartbeat_ticks=2, election_ticks=10,
+                            **UNSTICKY), rng=random.Random(0))
     assert not n.has_ready()
     n.step(VoteRequest(1, "a", "b", last_index=0, last_term=0))
     assert n.has_ready()

@@ -9,22 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from harness.cluster import is_alive
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--nodes", "3", "--concurrency", "6", "--election-timeout-ms", "1000",
-        "--heartbeat-ms", "100", "--quiet-period", "1"]
-
-
-def faultline(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CI": "1"})
+from cli_runs import FAST, ROOT, faultline
 
 
 def test_short_run_with_faults_writes_a_complete_results_folder(tmp_path):

@@ -604,11 +604,14 @@ class RaftNode:
         forced by TimeoutNow), so a partitioned node rejoining with a higher
         term cannot depose a healthy leader.  The read lease relies on it: a
         follower that acknowledged a heartbeat sent at ``t`` votes for no one
-        else before ``t`` + election timeout (unless it restarts meanwhile:
-        a fresh process has heard from no leader)."""
+        else before ``t`` + election timeout.  A node that has just started
+        counts as having heard from a leader: before a crash it may have
+        acknowledged a heartbeat, and a quick restart would otherwise let it
+        vote at once, electing a new leader while the old one's lease (which
+        counted that acknowledgement) still holds."""
         if not self._stickiness:
             return False
-        if self.role == LEADER:
+        if self.role == LEADER or self._ticks < self.config.election_ticks:
             return True
         return self.lead is not None and self._election_elapsed < self.config.election_ticks
 
