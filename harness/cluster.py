@@ -177,7 +177,14 @@ class LocalCluster:
                                    f"see {log}:\n{_tail(log)}")
 
     def stop(self, timeout: float = 5.0) -> None:
-        stop_pids([n.pid for n in self.nodes if n.pid], timeout)
+        """Stop every node: those this process started (their Popen tells a
+        live one from a reaped one, whose pid may since be another process's),
+        or, for a cluster loaded from cluster.json, the pids it records."""
+        if self.procs:
+            pids = [p.pid for p in self.procs.values() if p.poll() is None]
+        else:
+            pids = [n.pid for n in self.nodes if n.pid]
+        stop_pids(pids, timeout)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=0.1)

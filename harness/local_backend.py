@@ -119,15 +119,23 @@ class LocalBackend:
         with self._lock:
             (self.skewed.discard if op.get("reset") else self.skewed.add)(node)
 
+    def _signal(self, node: str, sig: int) -> bool:
+        """Signal this run's process of ``node``, if it still runs.  Through
+        its Popen, never a bare pid: once a killed node is reaped its pid may
+        belong to any process on the host."""
+        proc = self.cluster.procs.get(node)
+        if proc is None or proc.poll() is not None:
+            return False
+        proc.send_signal(sig)
+        return True
+
     def kill(self, node: str) -> None:
         with self._lock:
-            info = self.cluster.node(node)
-            if info.pid:
-                os.kill(info.pid, signal.SIGCONT)
-                os.kill(info.pid, signal.SIGKILL)
-                proc = self.cluster.procs.get(node)
-                if proc is not None:
-                    proc.wait(timeout=10)
+            if node in self.killed:
+                return
+            self._signal(node, signal.SIGCONT)
+            if self._signal(node, signal.SIGKILL):
+                self.cluster.procs[node].wait(timeout=10)
             self.paused.discard(node)
             self.killed.add(node)
 
@@ -139,16 +147,13 @@ class LocalBackend:
 
     def pause(self, node: str) -> None:
         with self._lock:
-            pid = self.cluster.node(node).pid
-            if pid and node not in self.killed:
-                os.kill(pid, signal.SIGSTOP)
+            if node not in self.killed and self._signal(node, signal.SIGSTOP):
                 self.paused.add(node)
 
     def resume(self, node: str) -> None:
         with self._lock:
-            pid = self.cluster.node(node).pid
-            if pid and node in self.paused:
-                os.kill(pid, signal.SIGCONT)
+            if node in self.paused:
+                self._signal(node, signal.SIGCONT)
             self.paused.discard(node)
 
     def transfer_leadership(self, leader: str, to: str | None = None) -> str | None:

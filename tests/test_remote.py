@@ -374,3 +374,32 @@ def test_statuses_of_nodes_that_do_not_answer_are_none():
     nodes = [admin.NodeInfo(nid, "-", f"127.0.0.1:{port}", "-", "-", "-", "-") for nid in IDS]
     assert admin.statuses(nodes, timeout=0.5) == {"n1": None, "n2": None, "n3": None}
     assert admin.leader_of(nodes) is None
+
+
+@pytest.mark.cluster
+def test_local_backend_never_signals_a_node_it_already_killed(tmp_path, monkeypatch):
+    """A killed node's pid may be reused by any process once it is reaped:
+    killing or pausing that node again must signal nothing."""
+    from harness.local_backend import LocalBackend
+
+    backend = LocalBackend(tmp_path, 3, {"raft": {"heartbeat_ms": 50,
+                                                  "election_timeout_ms": 600}}, seed=1)
+    try:
+        backend.start(timeout=30)
+        old = backend.cluster.procs["n1"].pid
+        backend.kill("n1")
+        sent: list[tuple[int, int]] = []
+        monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+        backend.kill("n1")
+        backend.pause("n1")
+        backend.resume("n1")
+        assert sent == [] and backend.killed == {"n1"} and not backend.paused
+        monkeypatch.undo()
+        backend.restart("n1")
+        assert backend.cluster.procs["n1"].pid != old
+        backend.pause("n1")
+        assert backend.paused == {"n1"}
+        backend.resume("n1")
+        assert backend.cluster.procs["n1"].poll() is None
+    finally:
+        backend.close()
