@@ -78,7 +78,7 @@ def test_every_file_of_a_real_run_counts_seconds_since_the_test_started(tmp_path
 
     # What the run printed as it went: the same times.
     assert f"{first['at_s']:+6.1f} s  start partition-leader: isolate {target}" in out.stdout
-    assert re.search(r"\d+\.\d/8 s .* ops/s  ok \d+ .*answering", out.stdout)
+    assert re.search(r"\d+\.\d/8 s .* ops/s  ok [\d,]+ .*answering", out.stdout)
 
     # timeline.html: the whole history, the fault bands and every time on the page.
     page = (run / "timeline.html").read_text(encoding="utf-8")
