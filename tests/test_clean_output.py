@@ -12,7 +12,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from system.node import Node, PeerAddr
 from system.raft.messages import AppendEntries, Entry, VoteResponse
 from system.transport import Transport
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import ROOT, faultline
+
 HOST = "127.0.0.1"
 NOISE = ("Traceback", "never retrieved")
 
@@ -178,11 +178,9 @@ def test_a_client_leaving_mid_body_is_one_line(tmp_path, caplog):
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_a_run_with_process_and_network_faults_prints_no_traceback(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--workload", "register",
-         "--nemesis", "kill,partition-random,delay,loss", "--time-limit", "12",
-         "--seed", "4", "--results-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "CI": "1"})
+    out = faultline("run", "--workload", "register",
+                    "--nemesis", "kill,partition-random,delay,loss", "--time-limit", "12",
+                    "--seed", "4", "--results-dir", str(tmp_path))
     assert out.returncode != 255, out.stdout + out.stderr
     logs = sorted((tmp_path / "latest" / "logs").glob("*.log"))
     assert len(logs) == 5
