@@ -28,12 +28,14 @@ an add *precedes* a read when its ok event comes before the read's invoke
 event; times are only used to report windows in milliseconds):
 
 - **stale read**: a read that misses an element whose add was acknowledged
-  before the read was invoked. Its stale window is how long before the read
-  began the missing add had been acknowledged (``read.call_time -
-  add.ret_time``); a read's window is that of its oldest missing element.
-  Elements that are *lost* (below) are not counted again in every later
-  read: they are reported once, as lost. An add concurrent with a read (its
-  ok after the read's invoke) may or may not be seen: never flagged.
+  before the read was invoked. Its staleness (:mod:`checkers.staleness`) is
+  how long before the read began its oldest missing element had been
+  acknowledged (``read.call_time - add.ret_time``).  Elements that are
+  *lost* (below) are not counted again in every later read: they are
+  reported once, as lost. An add concurrent with a read (its ok after the
+  read's invoke) may or may not be seen: never flagged.  Under a bound
+  (``max_staleness_ms``), a stale read at most that stale is measured and
+  reported but is not an anomaly.
 - **lost**: an acknowledged element absent from every final read that began
   after its acknowledgement. A final read missing an element that another
   final read has is a stale read (of kind ``final-read``).
@@ -45,9 +47,10 @@ event; times are only used to report windows in milliseconds):
 - **recovered** (not an error): an ``info`` add whose element some read saw.
 - **never read** (not an error): an ``info`` add whose element no read saw.
 
-Verdict: invalid if any stale read, lost, phantom, duplicate, early or failed
-seen element; otherwise unknown if there is no ok read, or no final read
-(lost elements could not be checked); otherwise valid.
+Verdict: invalid if any stale read (beyond the bound, if one is given),
+lost, phantom, duplicate, early or failed seen element; otherwise unknown if
+there is no ok read, or no final read (lost elements could not be checked);
+otherwise valid.
 
 When no op has f ``final-read`` and none are passed, the final reads are the
 ok reads invoked after every add was invoked and every acknowledged add was
@@ -61,15 +64,15 @@ once and compared with the set of elements acknowledged before it began
 from __future__ import annotations
 
 import bisect
-import statistics
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from checkers.history import NEVER, Operation, freeze
 from checkers.report import Anomaly, in_time_order
 from checkers.result import INVALID, UNKNOWN, VALID, CheckResult, KeyResult, Witness
+from checkers.staleness import StalenessReport, Superseded, elapsed_ms, verdict_text, within
 
 __all__ = ["check_set", "SetResult", "StaleRead", "ReadAnomaly", "SetWitness",
            "ADD", "FINAL_READ", "is_read", "is_final_read", "describe_op"]
@@ -93,12 +96,6 @@ def is_final_read(f: str) -> bool:
 
 def is_read(f: str) -> bool:
     return f.startswith("read") or f.startswith(FINAL_READ)
-
-
-def _ms(later: int | None, earlier: int | None) -> float | None:
-    if later is None or earlier is None:
-        return None
-    return (later - earlier) / 1e6
 
 
 def _secs(t: int | None, t0: int | None) -> float | None:
@@ -140,12 +137,19 @@ class StaleRead:
     op: Operation
     #: The missing elements, sorted.
     missing: list[Any]
-    #: Window of the oldest missing element (read began - add acknowledged), ms.
+    #: The read's staleness: its oldest missing element's window (read began
+    #: - add acknowledged), ms.
     stale_ms: float | None
     #: Window of the newest missing element, ms.
     min_stale_ms: float | None
     #: When the read began, seconds since ``t0``.
     at_s: float | None
+    #: The add of the oldest missing element: what made the read stale first.
+    oldest: Operation
+
+    @property
+    def superseded(self) -> Superseded:
+        return Superseded(self.op, self.oldest, self.stale_ms)
 
     @property
     def kind(self) -> str:
@@ -239,9 +243,8 @@ class SetResult:
     #: how the final reads were found: "given" | "final-read" | "last-reads" | "none"
     final_source: str
     stale_reads: list[StaleRead]
-    #: per read kind and per node: ok reads, stale reads, missed elements, max window
-    stale_by_kind: dict[str, dict[str, Any]]
-    stale_by_node: dict[str, dict[str, Any]]
+    #: every stale read measured: overall, per node, per read kind
+    staleness: StalenessReport
     lost: list[Any]
     phantoms: list[ReadAnomaly]
     duplicates: list[ReadAnomaly]
@@ -260,6 +263,12 @@ class SetResult:
         return len(self.stale_reads)
 
     @property
+    def stale_anomalies(self) -> list[StaleRead]:
+        """The stale reads the bound does not allow (all without a bound)."""
+        bound = self.staleness.max_staleness_ms
+        return [s for s in self.stale_reads if not within(s.stale_ms, bound)]
+
+    @property
     def stale_elements(self) -> list[Any]:
         """Distinct elements that at least one stale read missed."""
         return _sorted({e for s in self.stale_reads for e in s.missing})
@@ -268,13 +277,6 @@ class SetResult:
     def phantom_elements(self) -> list[Any]:
         return _sorted({e for a in self.phantoms for e in a.elements})
 
-    def stale_windows(self) -> dict[str, float | None]:
-        """Stale windows (each stale read's oldest miss), ms."""
-        ws = sorted(s.stale_ms for s in self.stale_reads if s.stale_ms is not None)
-        if not ws:
-            return {"max": None, "p50": None, "min": None}
-        return {"max": ws[-1], "p50": statistics.median(ws), "min": ws[0]}
-
     def figures(self) -> dict[str, Any]:
         """Counts only: what a summary table or a comparison needs."""
         ok_reads = sum(c.get("ok", 0) for c in self.reads.values())
@@ -282,7 +284,6 @@ class SetResult:
                 "ok_reads": ok_reads, "final_reads": len(self.final_reads),
                 "stale_reads": self.stale_count,
                 "stale_elements": len(self.stale_elements),
-                "stale_ms": self.stale_windows(),
                 "lost": len(self.lost), "phantoms": len(self.phantom_elements),
                 "duplicate_reads": len(self.duplicates),
                 "early": sum(len(a.elements) for a in self.early),
@@ -291,11 +292,11 @@ class SetResult:
 
     def to_dict(self, limit: int = 1000) -> dict[str, Any]:
         """JSON-ready: verdict, figures (counts), and under ``details`` the
-        anomalies themselves (each list capped at ``limit``)."""
+        anomalies themselves (each list capped at ``limit``); the staleness
+        figures are :attr:`staleness`'s own."""
         return {"checker": "set", "verdict": self.verdict, "reason": self.reason,
                 "elapsed": self.elapsed, **self.figures(),
                 "reads": self.reads, "final_source": self.final_source,
-                "stale_by_kind": self.stale_by_kind, "stale_by_node": self.stale_by_node,
                 "details": {
                     "stale_reads": [s.to_dict(limit) for s in self.stale_reads[:limit]],
                     "lost": self.lost[:limit],
@@ -310,37 +311,27 @@ class SetResult:
     # ---------------------------------------------------------------- text
 
     def describe(self, shown: int = 10) -> str:
-        """A summary a person reads: verdict, counts, the first stale reads."""
+        """A summary a person reads: verdict, counts, the first stale reads
+        (beyond the bound, if any)."""
         f = self.figures()
         a = self.adds
         read_parts = ", ".join(f"{c.get('ok', 0)} {k}" for k, c in sorted(self.reads.items()))
-        lines = [f"set: {self.verdict.upper()}"
+        lines = [f"set: {verdict_text(self.verdict, self.staleness.max_staleness_ms)}"
                  + (f" ({self.reason})" if self.reason else ""),
                  f"  adds: {f['attempted']} ({a.get('ok', 0)} ok, {a.get('fail', 0)} fail, "
                  f"{a.get('info', 0)} info); ok reads: {f['ok_reads']}"
                  + (f" ({read_parts})" if read_parts else "")
                  + f"; final reads: {len(self.final_reads)} ({self.final_source})"]
-        w = f["stale_ms"]
-        stale = f"  stale reads: {self.stale_count}"
-        if self.stale_count:
-            kinds = ", ".join(f"{k} {v['stale']} of {v['reads']}"
-                              for k, v in sorted(self.stale_by_kind.items()) if v["reads"])
-            stale += f" ({kinds})"
-            if w["max"] is not None:
-                stale += f"; windows up to {w['max']:.0f} ms (median {w['p50']:.0f} ms)"
-            nodes = ", ".join(f"{n} {v['stale']} of {v['reads']}"
-                              for n, v in sorted(self.stale_by_node.items()) if v["stale"])
-            if nodes:
-                stale += f"; by node: {nodes}"
-        lines.append(stale)
+        lines += self.staleness.lines()
         lines.append(f"  lost: {f['lost']}; phantoms: {f['phantoms']}; "
                      f"reads with duplicates: {f['duplicate_reads']}; early: {f['early']}; "
                      f"failed adds seen: {f['failed_seen']}; recovered info adds: "
                      f"{f['recovered']}; never read: {f['never_read']}")
-        for s in self.stale_reads[:shown]:
+        shown_stale = self.stale_anomalies
+        for s in shown_stale[:shown]:
             lines.append("  " + s.line())
-        if self.stale_count > shown:
-            lines.append(f"  ... and {self.stale_count - shown} more stale reads")
+        if len(shown_stale) > shown:
+            lines.append(f"  ... and {len(shown_stale) - shown} more stale reads")
         if self.lost:
             lines.append(f"  lost elements: {_list(self.lost, SHOWN_ELEMENTS)}")
         for items in (self.phantoms, self.duplicates, self.early, self.failed_seen):
@@ -352,10 +343,11 @@ class SetResult:
     # ------------------------------------------------------ for the report
 
     def witnesses(self, limit: int | None = None) -> list[SetWitness]:
-        """The evidence, clearest first: stale reads (the worst first), the
-        lost elements, then each read holding elements it must not hold."""
+        """The evidence, clearest first: stale reads beyond the bound (the
+        worst first), the lost elements, then each read holding elements it
+        must not hold."""
         out: list[SetWitness] = []
-        stale = sorted(self.stale_reads, key=lambda s: (
+        stale = sorted(self.stale_anomalies, key=lambda s: (
             -(s.stale_ms if s.stale_ms is not None else -1.0), -len(s.missing), s.op.call))
         for i, sr in enumerate(stale[:limit]):
             out.append(SetWitness("stale-read", [sr.op], [self.add_ops[e] for e in sr.missing],
@@ -376,8 +368,8 @@ class SetResult:
 
     def anomalies(self) -> list[Anomaly]:
         """Every anomaly at the op that shows it, in time order: each stale
-        read, each lost element (at its add) and each bad read."""
-        out = [Anomaly("stale read", s.op, s.line()) for s in self.stale_reads]
+        read beyond the bound, each lost element (at its add) and each bad read."""
+        out = [Anomaly("stale read", s.op, s.line()) for s in self.stale_anomalies]
         out += [Anomaly("lost", self.add_ops[e],
                         f"element {e}, acknowledged, is missing from every final read")
                 for e in self.lost]
@@ -423,13 +415,16 @@ def _list(xs: Sequence[Any], shown: int, counts: dict[Any, int] | None = None) -
 # ------------------------------------------------------------------ checker
 
 def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | None = None,
-              t0: int | None = None) -> SetResult:
+              t0: int | None = None, max_staleness_ms: float | None = None,
+              families: Mapping[str, str] | None = None) -> SetResult:
     """Check the add and read ops of a set workload (see the module docstring).
 
     ``final_reads``: the reads that are the ground truth for lost elements;
     by default the ops with f ``final-read`` (or, if none, the last reads).
     ``t0``: the time origin (ns) of the seconds printed; by default the first
     op's invocation. Other ops (f neither add nor a read) are ignored.
+    ``max_staleness_ms``: stale reads at most this stale are no anomaly.
+    ``families``: read kind (f) -> the read family it uses, for the figures.
     """
     started = _time.perf_counter()
     if t0 is None:
@@ -498,8 +493,6 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
     dups: list[ReadAnomaly] = []
     early: list[ReadAnomaly] = []
     failed_seen: list[ReadAnomaly] = []
-    by_kind: dict[str, dict[str, Any]] = {}
-    by_node: dict[str, dict[str, Any]] = {}
     ok_reads.sort(key=lambda r: r.call)
     for r in ok_reads:
         while ia < len(by_ack) and by_ack[ia][0] < r.call:
@@ -513,11 +506,6 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
         xs = _elements(r)
         s = _as_set(xs)
         at = _secs(r.call_time, t0)
-        for table, name in ((by_kind, r.f), (by_node, r.node or "?")):
-            row = table.get(name)
-            if row is None:
-                row = table[name] = {"reads": 0, "stale": 0, "missed": 0, "max_stale_ms": None}
-            row["reads"] += 1
         if len(s) != len(xs):
             counts = Counter(freeze(x) for x in xs)
             dups.append(ReadAnomaly(r, {e: n for e, n in sorted(
@@ -549,23 +537,18 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
                                                    "failed-seen"))
         if is_stale:
             missing = _sorted(acked_before - s)
-            windows = [w for w in (_ms(r.call_time, acked[e].ret_time) for e in missing)
+            windows = [w for w in (elapsed_ms(r.call_time, acked[e].ret_time) for e in missing)
                        if w is not None]
-            sr = StaleRead(r, missing, max(windows) if windows else None,
-                           min(windows) if windows else None, at)
-            stale.append(sr)
-            for table, name in ((by_kind, r.f), (by_node, r.node or "?")):
-                row = table[name]
-                row["stale"] += 1
-                row["missed"] += len(missing)
-                if sr.stale_ms is not None and (row["max_stale_ms"] is None
-                                                or sr.stale_ms > row["max_stale_ms"]):
-                    row["max_stale_ms"] = sr.stale_ms
+            oldest = min((acked[e] for e in missing), key=_ret)
+            stale.append(StaleRead(r, missing, max(windows) if windows else None,
+                                   min(windows) if windows else None, at, oldest))
 
     recovered = _sorted(info & seen_interesting)
     never_read = _sorted(info - seen_interesting)
 
-    invalid = bool(stale or lost or phantoms or dups or early or failed_seen)
+    staleness = StalenessReport.of((s.superseded for s in stale), ok_reads,
+                                   max_staleness_ms=max_staleness_ms, families=families, t0=t0)
+    invalid = bool(staleness.beyond_bound or lost or phantoms or dups or early or failed_seen)
     if invalid:
         verdict, reason = INVALID, None
     elif not ok_reads:
@@ -580,7 +563,7 @@ def check_set(ops: Sequence[Operation], *, final_reads: Sequence[Operation] | No
                   + (f"; {reason}" if reason else ""))
 
     res = SetResult(verdict, reason, 0.0, t0, dict(add_status), read_counts,
-                    finals, source, stale, by_kind, by_node, _sorted(lost),
+                    finals, source, stale, staleness, _sorted(lost),
                     phantoms, dups, early, failed_seen, recovered, never_read,
                     add_ops=add_ops)
     res.witness = next(iter(res.witnesses(1)), None)
@@ -594,6 +577,10 @@ def _first(x: tuple[Any, Any]) -> Any:
 
 def _second(x: tuple[Any, Any]) -> Any:
     return x[1]
+
+
+def _ret(op: Operation) -> float:
+    return op.ret
 
 
 def _lost(acked: dict[Any, Operation], finals: list[Operation]) -> set[Any]:

@@ -78,8 +78,8 @@ def fault_label(fault: str, value: Any) -> str:
 def fault_targets(value: Any) -> str:
     """What a fault hit, briefly, from the shapes the nemesis records: the node
     cut off (``n3``) or the sides of a split (``n1 n2 | n3 n4 n5``), the node
-    whose clock or process it touched, a leadership move (``n1->n2``), or the
-    delay or loss of every link."""
+    whose clock, disk or process it touched (``n1 n3 n4`` for several), a
+    leadership move (``n1->n2``), or the delay or loss of every link."""
     if not isinstance(value, dict) or "error" in value:
         return ""
     groups = value.get("groups")
@@ -88,6 +88,8 @@ def fault_targets(value: Any) -> str:
         if len(sides) == 2 and len(sides[0]) == 1 and not set(sides[0]) & set(sides[1]):
             return sides[0][0]
         return " | ".join(" ".join(g) for g in sides)
+    if isinstance(value.get("nodes"), list):
+        return " ".join(map(str, value["nodes"]))
     if "node" in value:
         return str(value["node"])
     move = value.get("first")

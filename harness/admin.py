@@ -2,7 +2,9 @@
 
 The harness drives nodes only through their network APIs, the same way on
 every backend: ``GET /status`` says who leads, ``POST /clock`` skews a
-node's clock, ``POST /transfer`` hands leadership over.  :class:`NodeInfo`
+node's clock, ``POST /transfer`` hands leadership over, ``POST /failpoint``
+slows, stalls or crashes its disk writes (``GET /failpoint`` reads them back;
+a store without the route has no failpoints).  :class:`NodeInfo`
 says where a node listens; :func:`to_toml` writes the configuration file it
 reads at start.
 """
@@ -10,12 +12,15 @@ reads at start.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from harness.poll import poll
 
 Status = dict[str, Any]
 
@@ -77,6 +82,78 @@ def post_clock(node: NodeInfo, op: dict[str, Any]) -> None:
     out = admin_post(node, "/clock", op)
     if "error" in out:
         raise RuntimeError(f"clock {op} on {node.id}: {out['error']}")
+
+
+#: Seconds a node has to take a crash op, and then to exit, before the crash counts as failed.
+CRASH_EXIT_S = 10.0
+CRASH_OP = {"crash": "lose-unsynced"}
+
+
+class NotDelivered(RuntimeError):
+    """A request that never reached the node: it refused the connection, or the
+    connection failed before the request was sent."""
+
+
+def post_failpoint(node: NodeInfo, op: dict[str, Any]) -> dict[str, Any]:
+    """One failpoint op on a node (``{"fsync_delay_ms": 200}``, ``{"fsync_stall":
+    true}``, ``{"crash": "lose-unsynced"}``, ``{"clear": true}``); its answer.
+
+    A crash op's answer may never come (the node exits at once): a connection
+    that fails after the request went out is then the expected outcome, ``{}``;
+    whether the node did exit is for the caller to see.  :class:`NotDelivered`
+    when the request did not go out."""
+    what = f"failpoint {json.dumps(op)} on {node.id}"
+    try:
+        out = admin_post(node, "/failpoint", op)
+    except urllib.error.URLError as e:  # raised by connect and send; HTTPError is answered
+        raise NotDelivered(f"{what}: {e.reason}") from e
+    except (OSError, http.client.HTTPException) as e:  # sent, and no answer came back
+        if "crash" in op:
+            return {}
+        raise RuntimeError(f"{what}: {e}") from e
+    if "error" in out:
+        raise RuntimeError(f"{what}: HTTP {out['status']}: {out['error'].strip()[:300]}")
+    return out
+
+
+def post_crash(node: NodeInfo, timeout: float = CRASH_EXIT_S) -> None:
+    """Deliver :data:`CRASH_OP`, asking again while the node does not take it: a
+    node restarted a moment ago may not listen yet, and its power can fail as
+    soon as it does.  :class:`NotDelivered` once ``timeout`` has passed."""
+    refused: list[NotDelivered] = []
+
+    def attempt() -> bool | None:
+        try:
+            post_failpoint(node, CRASH_OP)
+            return True
+        except NotDelivered as e:
+            refused.append(e)
+            return None
+    if poll(attempt, timeout, 0.1) is None:
+        raise NotDelivered(f"{refused[-1]} (asked for {timeout:g} s)")
+
+
+def set_failpoint(node: NodeInfo, op: dict[str, Any], failpointed: set[str]) -> None:
+    """:func:`post_failpoint`, keeping ``failpointed`` (the ids of the nodes with a
+    failpoint set, for the backend to clear at heal) up to date; clearing a node
+    that has none (never set, or restarted since) asks nothing."""
+    clear = op == {"clear": True}
+    if clear and node.id not in failpointed:
+        return
+    post_failpoint(node, op)
+    (failpointed.discard if clear else failpointed.add)(node.id)
+
+
+def get_failpoints(node: NodeInfo) -> dict[str, Any] | None:
+    """The node's failpoint settings; ``None`` when the store has no such route
+    (404, or 405 for a path it serves only for other methods)."""
+    try:
+        return admin_get(node, "/failpoint")
+    except urllib.error.HTTPError as e:
+        if e.code in (404, 405):
+            return None
+        raise RuntimeError(f"GET /failpoint on {node.id}: HTTP {e.code}: "
+                           f"{e.read().decode(errors='replace').strip()[:300]}") from None
 
 
 def statuses(nodes: Iterable[NodeInfo], timeout: float = 1.0) -> dict[str, Status | None]:

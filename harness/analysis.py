@@ -5,7 +5,10 @@ saved run can be re-analysed offline: ``faultline analyse DIR``.  Every time
 the report shows is seconds since the test started, the origin the runner
 recorded in ``test.json`` (``t0_ns``, monotonic ns), so a re-analysis shows
 the same times as the run did.  The workload carries its checker
-(:meth:`harness.workloads.Workload.check`); what follows is the same for all.
+(:meth:`harness.workloads.Workload.check`), which judges reads strictly or,
+with the spec's ``max_staleness_ms`` (``--max-staleness``, which ``analyse``
+may set anew on a saved run), by bounded staleness.  What follows is the
+same for all.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
     nemesis_events = history.nemesis_events()
     t0 = run_origin(directory, history)
     end = max((e.time for e in history.events if e.time is not None), default=t0)
-    outcome = make_workload(spec.workload, spec.workload_options).check(ops, t0, history.path)
+    outcome = make_workload(spec.workload, spec.workload_options).check(
+        ops, t0, history.path, max_staleness_ms=spec.max_staleness_ms)
     faults = nemesis_intervals(nemesis_events, end=end)
     anomalies = outcome.anomalies
 

@@ -49,7 +49,7 @@ class RunBackend(Backend, Protocol):
 def make_backend(spec: TestSpec, directory: Path, seed: int) -> RunBackend:
     """The backend ``spec.backend`` names, not started; node state goes under ``directory``."""
     config = spec.node_config()
-    shaping = bool(SHAPING_FAULTS & set(spec.nemesis))
+    shaping = bool(SHAPING_FAULTS & set(spec.fault_names))
     if spec.backend == "local":
         from harness.local_backend import LocalBackend
 

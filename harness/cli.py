@@ -25,6 +25,7 @@ from checkers.wgl import Budget
 from harness.spec import (BACKENDS, BUG_FLAGS, LEASE_ANCHORS, LEASE_CLOCKS, LEASE_MARGIN_MS,
                           READ_PATHS, STORE_DEFAULTS, WORKLOADS, TestSpec)
 from nemesis.faults import FAULTS
+from nemesis.nemesis import parse_fault
 
 EXIT = EXIT_CODES
 EX_USAGE, EX_DATAERR = 64, 65
@@ -80,18 +81,34 @@ def _count(text: str) -> int:
 FAULT_NAMES = tuple(FAULTS)
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return v
+
+
 def _nemeses(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if "" in names:
+    """The ``NAME[:WINDOW[/QUIET]]`` entries as typed (the spec keeps them so),
+    each checked here for a message with a suggestion."""
+    entries = [n.strip() for n in text.split(",")]
+    if "" in entries:
         raise argparse.ArgumentTypeError(
             f"empty fault name in {text!r}: names go between single commas, "
             f"from {', '.join(FAULT_NAMES)}")
-    for n in names:
-        if n not in FAULT_NAMES:
+    for entry in entries:
+        try:
+            name = parse_fault(entry).name
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if name not in FAULT_NAMES:
             raise argparse.ArgumentTypeError(
-                f"unknown fault {n!r}{_did_you_mean(n, FAULT_NAMES)} (choose from "
+                f"unknown fault {name!r}{_did_you_mean(name, FAULT_NAMES)} (choose from "
                 f"{', '.join(FAULT_NAMES)})")
-    return names
+    return entries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
     an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest)")
+    _add_max_staleness(an, "the run's, from its test.json")
     an.set_defaults(func=cmd_analyse)
     _add_cluster(sub)
     _add_docker(sub)
@@ -145,15 +163,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--workload", choices=WORKLOADS,
                    help=f"what the clients do (default: {d.workload})")
     r.add_argument("--nodes", type=_count, metavar="N",
-                   help=f"store nodes; partition, kill and pause faults need 3 or more "
+                   help=f"store nodes; faults that leave a majority serving (partitions, "
+                   f"kill, pause, their -leader and -majority forms) need 3 or more "
                    f"(default: {d.nodes})")
-    r.add_argument("--nemesis", type=_nemeses, metavar="F1,F2",
-                   help=f"faults, comma-separated, composed in order in every fault window: "
-                   f"{', '.join(FAULT_NAMES)} (default: none)")
+    r.add_argument("--nemesis", type=_nemeses, metavar="F[:W[/Q]],...",
+                   help=f"faults, comma-separated, from {', '.join(FAULT_NAMES)}; each may "
+                   "carry its own timing, NAME:W[/Q]: W-second fault windows, Q seconds "
+                   "apart (else --nemesis-interval, --nemesis-quiet), e.g. "
+                   "partition-leader:12/3,clock-bump:12/3,leader-churn:2/1. Faults with "
+                   "the same timing start together in listed order and stop together; "
+                   "each timing runs on its own schedule (default: none)")
     r.add_argument("--nemesis-interval", type=_positive, metavar="S",
-                   help=f"seconds each fault window lasts (default: {d.nemesis_interval:g})")
+                   help=f"seconds each fault window lasts, for faults without their own "
+                   f"(default: {d.nemesis_interval:g})")
     r.add_argument("--nemesis-quiet", type=_positive, metavar="S",
-                   help=f"seconds between fault windows (default: {d.nemesis_quiet:g})")
+                   help=f"seconds between fault windows, for faults without their own "
+                   f"(default: {d.nemesis_quiet:g})")
     r.add_argument("--time-limit", type=_positive, metavar="S",
                    help=f"seconds of client traffic (default: {d.time_limit:g})")
     r.add_argument("--concurrency", type=_count, metavar="N",
@@ -209,7 +234,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--client-timeout", type=_positive, metavar="S",
                    help=f"a client's read timeout; past it the op is info "
                    f"(default: {d.client_timeout:g})")
+    _add_max_staleness(r, "none: every stale read is an anomaly")
     r.set_defaults(func=cmd_run)
+
+
+def _add_max_staleness(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--max-staleness", type=_milliseconds, metavar="MS",
+                   dest="max_staleness_ms",
+                   help="judge reads by bounded staleness: a read that missed writes "
+                   "acknowledged at most MS before it began is not an anomaly (register: "
+                   "Δ-atomicity; set: stale reads within the bound) "
+                   f"(default: {default})")
 
 
 def _add_cluster(sub: argparse._SubParsersAction) -> None:
@@ -308,6 +343,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Check a saved run again: the same checkers, plots and timeline, no cluster."""
+    from dataclasses import replace
     from pathlib import Path
 
     from harness.analysis import analyse, saved_spec, write_results
@@ -315,6 +351,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     directory = Path(args.dir).resolve()
     try:
         spec = saved_spec(directory)
+        if args.max_staleness_ms is not None:  # the flag overrides the run's
+            spec = replace(spec, max_staleness_ms=args.max_staleness_ms)
         verdict, results = analyse(spec, directory)
         write_results(directory, verdict, spec.seed, results)
     except (OSError, ValueError, KeyError, HistoryError) as e:

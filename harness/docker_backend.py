@@ -16,11 +16,12 @@ run id), so :func:`cleanup` (``faultline docker cleanup``) finds whatever a
 crashed harness left.  The harness reaches each node's API and admin
 endpoint at the container's address, from the host.
 
-Faults: partitions are iptables rules in the ``FAULTLINE`` chain inside the
-containers (:mod:`harness.remote`); pause and resume freeze the whole
-container (cgroup freezer, through the Docker API); kill is SIGKILL to the
-node process inside its container, restart execs it again on the same data;
-clocks and leadership transfer go through the admin endpoint; delay and loss
+Faults: partitions, one-way ones too, are iptables rules in the
+``FAULTLINE`` chain inside the containers (:mod:`harness.remote`); pause and
+resume freeze the whole container (cgroup freezer, through the Docker API);
+kill is SIGKILL to the node process inside its container, restart execs it
+again on the same data; clocks, leadership transfer, disk failpoints and
+crashes go through the admin endpoint; delay and loss
 use netem inside the containers when the kernel has it, else harness-owned
 TCP proxies listening on the bridge's gateway address (chosen at start; the
 run's log says which).

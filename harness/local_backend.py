@@ -2,11 +2,12 @@
 
 Every peer link (Raft messages, and DynamoDB requests a follower forwards to
 the leader) passes through a TCP proxy the harness owns, one per direction
-and node pair, so a partition is a set of blocked proxies; pause and resume
-are SIGSTOP/SIGCONT, kill is SIGKILL and restart reuses the data directory;
-clock faults go through each node's admin endpoint.  ``heal_all`` undoes
-everything; ``close`` also stops the nodes and proxies, and is safe to call
-twice and after a failed start.
+and node pair, so a partition is a set of blocked proxy directions (see
+:func:`blocked_directions` for which carries what); pause and resume are
+SIGSTOP/SIGCONT, kill is SIGKILL and restart reuses the data directory;
+clock faults, disk failpoints and crashes go through each node's admin
+endpoint.  ``heal_all`` undoes everything; ``close`` also stops the nodes
+and proxies, and is safe to call twice and after a failed start.
 """
 
 from __future__ import annotations
@@ -14,15 +15,33 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.admin import NodeInfo, admin_post, leader_and_term, leader_of, post_clock
+from harness.admin import (CRASH_EXIT_S, NodeInfo, admin_post, get_failpoints,
+                           leader_and_term, leader_of, post_clock, post_crash, set_failpoint)
 from harness.cluster import LocalCluster
+from nemesis.faults import Cut, cuts_of
 from nemesis.proxy import ProxyPool
 
 log = logging.getLogger("backend")
+
+
+def blocked_directions(link: Cut, cuts: Collection[Cut]) -> list[str]:
+    """Which directions of the proxies on ``link = (a, b)`` drop bytes under ``cuts``.
+
+    ``a`` dials ``b`` through the link's proxies.  Raft: ``a`` only writes on
+    its connection and ``b`` answers on its own (``b -> a``), so ``forward``
+    carries ``a``'s messages to ``b``.  API: a request ``a`` forwards to ``b``
+    goes ``forward`` and ``b``'s answer comes back ``backward`` on the same
+    connection.  So ``forward`` is ``a -> b`` and ``backward`` is ``b -> a`` on
+    both, and a cut ``(src, dst)`` blocks the forward direction of
+    ``(src, dst)``'s proxies and the backward one of ``(dst, src)``'s."""
+    a, b = link
+    return [d for d, pair in (("forward", (a, b)), ("backward", (b, a))) if pair in cuts]
 
 
 class LocalBackend:
@@ -39,6 +58,8 @@ class LocalBackend:
         self.paused: set[str] = set()
         self.killed: set[str] = set()
         self.skewed: set[str] = set()
+        #: nodes whose process has a failpoint set (a killed or crashed one has none)
+        self.failpointed: set[str] = set()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -50,8 +71,8 @@ class LocalBackend:
                 if a.id == b.id:
                     continue
                 seed = self.seed * 1000 + i * 31 + j
-                raft = self.pool.add(_hostport(b.raft), seed=seed)
-                api = self.pool.add(_hostport(b.api), seed=seed + 500)
+                raft = self.pool.add(_hostport(b.raft), seed=seed, name=f"{a.id}->{b.id} raft")
+                api = self.pool.add(_hostport(b.api), seed=seed + 500, name=f"{a.id}->{b.id} api")
                 self._proxies[(a.id, b.id)] = [raft, api]
                 self.links[(a.id, b.id)] = (f"127.0.0.1:{raft.port}", f"127.0.0.1:{api.port}")
         self.cluster.start(links=self.links, seed=self.seed, timeout=timeout)
@@ -63,11 +84,17 @@ class LocalBackend:
         return [Path(n.log) for n in self.cluster.nodes]
 
     def heal_all(self) -> None:
-        """Every fault removed: links open, clocks reset, nodes resumed and restarted."""
+        """Every fault removed: links open, clocks reset, failpoints cleared, nodes
+        resumed and restarted."""
         with self._lock:
             self.pool.heal_all(reset_dirty=True)  # blocks, cuts, delay and loss
             for node in sorted(self.paused):
                 self.resume(node)
+            for node in sorted(self.failpointed):
+                try:
+                    self.failpoint(node, clear=True)
+                except (OSError, RuntimeError) as e:
+                    log.warning("could not clear the failpoints of %s: %s", node, e)
             for node in sorted(self.killed):
                 self.restart(node)
             for node in sorted(self.skewed):
@@ -99,20 +126,18 @@ class LocalBackend:
         return leader_and_term(self._running())
 
     def partition(self, groups: list[list[str]]) -> None:
+        self.cut(cuts_of(groups, self.node_ids))
+
+    def cut(self, cuts: Iterable[Cut]) -> None:
+        pairs = set(cuts)
         with self._lock:
-            for (a, b), proxies in self._proxies.items():
-                apart = not any(a in g and b in g for g in groups)
-                for p in proxies:
-                    if apart:
-                        p.block("both")
-                    else:  # a connection cut mid-frame would stay out of step: reset it
-                        p.unblock(reset_dirty=True)
+            for link, proxies in self._proxies.items():
+                blocked = blocked_directions(link, pairs)
+                for p in proxies:  # a connection cut mid-frame would stay out of step: reset it
+                    p.set_blocked(blocked, reset_dirty=True)
 
     def heal_network(self) -> None:
-        with self._lock:
-            for proxies in self._proxies.values():
-                for p in proxies:
-                    p.unblock(reset_dirty=True)
+        self.cut(())
 
     def clock(self, node: str, **op: Any) -> None:
         post_clock(self.cluster.node(node), op)
@@ -136,8 +161,34 @@ class LocalBackend:
             self._signal(node, signal.SIGCONT)
             if self._signal(node, signal.SIGKILL):
                 self.cluster.procs[node].wait(timeout=10)
-            self.paused.discard(node)
-            self.killed.add(node)
+            self._gone(node)
+
+    def _gone(self, node: str) -> None:
+        """The node's process exited: it is neither paused nor failpointed any more."""
+        self.paused.discard(node)
+        self.failpointed.discard(node)
+        self.killed.add(node)
+
+    def crash(self, node: str) -> None:
+        with self._lock:
+            if node in self.killed:
+                return
+            self.resume(node)  # a stopped process cannot take the request
+            post_crash(self.cluster.node(node))
+            try:
+                code = self.cluster.procs[node].wait(timeout=CRASH_EXIT_S)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{node} still runs {CRASH_EXIT_S:g} s after its crash "
+                                   "failpoint") from None
+            log.info("%s crashed (exit status %s)", node, code)
+            self._gone(node)
+
+    def failpoint(self, node: str, **op: Any) -> None:
+        with self._lock:
+            set_failpoint(self.cluster.node(node), op, self.failpointed)
+
+    def failpoint_settings(self, node: str) -> dict[str, Any] | None:
+        return get_failpoints(self.cluster.node(node))
 
     def restart(self, node: str) -> None:
         with self._lock:

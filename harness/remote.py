@@ -19,11 +19,15 @@ Faults, as the remote hosts see them:
   IP, at both ends; with peer links through harness proxies (below) it drops
   the sender's packets to the proxy ports of that link.
 * **kill / restart**: SIGKILL to the node's pid (kept in a pid file); restart
-  runs the same command on the same data directory.
+  runs the same command on the same data directory.  Every script that
+  signals the pid first checks that it is still this run's node (its command
+  line names the node's config file, unique per node and run): once the node
+  exits the host may give its pid to any other process.
 * **pause / resume**: SIGSTOP / SIGCONT by default (the docker backend uses
   the cgroup freezer instead).
-* **clocks and leadership transfer**: the node's admin endpoint over HTTP,
-  as on the local backend.
+* **clocks, leadership transfer, disk failpoints and crashes**: the node's
+  admin endpoint over HTTP, as on the local backend; after a crash the
+  harness polls until the process is gone.
 * **delay and loss**: ``tc netem`` on the peer traffic when the hosts' kernel
   has it (probed at start), otherwise harness-owned TCP proxies
   (:class:`nemesis.proxy.ProxyPool`) on every peer link.  Peer links go
@@ -49,9 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.admin import (NodeInfo, admin_post, leader_and_term, leader_of, post_clock,
-                           to_toml)
-from harness.poll import wait_for_leader
+from harness.admin import (CRASH_EXIT_S, NodeInfo, admin_post, get_failpoints, leader_and_term,
+                           leader_of, post_clock, post_crash, set_failpoint, to_toml)
+from harness.poll import poll, wait_for_leader
+from nemesis.faults import Cut, cuts_of
 from nemesis.proxy import LinkProxy, ProxyPool
 
 log = logging.getLogger("backend")
@@ -64,7 +69,6 @@ RAFT_PORT, API_PORT, ADMIN_PORT = 7000, 8000, 9000
 #: Faults that shape peer traffic (netem or proxies).
 SHAPING_FAULTS = frozenset({"delay", "loss"})
 
-Cut = tuple[str, str]
 Links = dict[tuple[str, str], tuple[str, str]]
 
 
@@ -147,49 +151,68 @@ def node_argv(node: RemoteNode, nodes: list[RemoteNode], links: Links | None = N
 q = shlex.quote
 
 
+def _read_pid(node: RemoteNode) -> str:
+    """Shell: ``pid`` from the pid file; fails if there is none."""
+    return f'pid=$(cat {q(node.pidfile)} 2>/dev/null) && [ -n "$pid" ]'
+
+
+def _is_node(node: RemoteNode) -> str:
+    """Shell: succeeds iff process ``$pid`` is this run's node, i.e. one of its
+    arguments is the node's config file (unique per node and run).  Once the
+    node exits, its pid is free for any process of the host: a pid file alone
+    would have a script signal a stranger.  A zombie's command line is empty."""
+    return f"cat /proc/$pid/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -qxF -- {q(node.config)}"
+
+
+def _node_pid(node: RemoteNode) -> str:
+    """Shell: ``pid`` of the node's process; fails unless that process runs."""
+    return f"{_read_pid(node)} && {_is_node(node)}"
+
+
+def _wait_gone(node: RemoteNode, tries: int) -> str:
+    return (f"i=0; while [ $i -lt {tries} ] && {_is_node(node)}; "
+            "do sleep 0.05; i=$((i+1)); done")
+
+
 def start_script(node: RemoteNode, argv: list[str]) -> str:
     """Start the node in its own session, detached from the channel; its pid
-    goes to the pid file (waited for), its output to the log (appended, across
-    restarts)."""
+    goes to the pid file, its output to the log (appended, across restarts).
+    Returns once the pid is the node's own (the shell that wrote the pid file
+    has exec'd it: until then the other scripts would not know it as the
+    node), or has exited at once (the caller's liveness check says so)."""
     env = f"PYTHONPATH={q(node.pythonpath)} " if node.pythonpath else ""
     inner = (f"echo $$ > {q(node.pidfile)}; exec env {env}PYTHONUNBUFFERED=1 "
              f"{shlex.join(argv)} >> {q(node.log)} 2>&1")
     pid = q(node.pidfile)
+    settled = f"{_read_pid(node)} && {{ {_is_node(node)} || ! kill -0 $pid 2>/dev/null; }}"
     return (f"mkdir -p {q(node.data)} && cd {q(node.workdir)} && rm -f {pid} && "
             f"{{ nohup setsid sh -c {q(inner)} > /dev/null 2>&1 < /dev/null & }} && "
-            f"i=0; while [ ! -s {pid} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+            f"i=0; until {settled} || [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; "
             f"[ -s {pid} ]")
 
 
-def _wait_gone(var: str, tries: int) -> str:
-    # ``ps`` prints nothing for a pid that is gone and Z for a zombie: both count as gone
-    return (f"i=0; while [ $i -lt {tries} ] && ps -o stat= -p ${var} 2>/dev/null | grep -qv Z; "
-            "do sleep 0.05; i=$((i+1)); done")
-
-
 def signal_script(node: RemoteNode, sig: str) -> str:
-    """Send ``sig`` (STOP, CONT, ...) to the node process, if there is one."""
-    return f"[ -f {q(node.pidfile)} ] && kill -{sig} $(cat {q(node.pidfile)}) 2>/dev/null; true"
+    """Send ``sig`` (STOP, CONT, ...) to the node process, if it runs."""
+    return f"{_node_pid(node)} && kill -{sig} $pid 2>/dev/null; true"
 
 
 def kill_script(node: RemoteNode) -> str:
-    """SIGKILL the node (continued first, in case it was stopped) and wait until it is gone."""
-    return (f"[ -f {q(node.pidfile)} ] || exit 0; pid=$(cat {q(node.pidfile)}); "
-            f"kill -CONT $pid 2>/dev/null; kill -9 $pid 2>/dev/null; {_wait_gone('pid', 200)}; true")
+    """SIGKILL the node (continued first, in case it was stopped) and wait until it
+    is gone; nothing if it does not run."""
+    return (f"{_node_pid(node)} || exit 0; kill -CONT $pid 2>/dev/null; "
+            f"kill -9 $pid 2>/dev/null; {_wait_gone(node, 200)}; true")
 
 
 def stop_script(node: RemoteNode, grace_s: float = 5.0) -> str:
-    """SIGTERM the node, SIGKILL it after ``grace_s``."""
-    return (f"[ -f {q(node.pidfile)} ] || exit 0; pid=$(cat {q(node.pidfile)}); "
-            f"kill -CONT $pid 2>/dev/null; kill -TERM $pid 2>/dev/null; "
-            f"{_wait_gone('pid', int(grace_s / 0.05))}; kill -9 $pid 2>/dev/null; "
-            f"{_wait_gone('pid', 100)}; true")
+    """SIGTERM the node, SIGKILL it after ``grace_s`` if it still runs."""
+    return (f"{_node_pid(node)} || exit 0; kill -CONT $pid 2>/dev/null; "
+            f"kill -TERM $pid 2>/dev/null; {_wait_gone(node, int(grace_s / 0.05))}; "
+            f"{_is_node(node)} && kill -9 $pid 2>/dev/null; {_wait_gone(node, 100)}; true")
 
 
 def alive_script(node: RemoteNode) -> str:
-    """Exit 0 iff the node process runs (not a zombie)."""
-    return (f"pid=$(cat {q(node.pidfile)} 2>/dev/null) || exit 1; "
-            "ps -o stat= -p $pid 2>/dev/null | grep -qv Z")
+    """Exit 0 iff the node process runs (not a zombie, not a stranger with its old pid)."""
+    return _node_pid(node)
 
 
 def put_script(path: str, data: str) -> str:
@@ -198,13 +221,6 @@ def put_script(path: str, data: str) -> str:
 
 
 # --------------------------------------------------------------------------- iptables
-
-
-def cuts_of(groups: list[list[str]], node_ids: Iterable[str]) -> set[Cut]:
-    """The ordered pairs that share no group: a symmetric partition's cuts."""
-    ids = list(node_ids)
-    return {(a, b) for a in ids for b in ids
-            if a != b and not any(a in g and b in g for g in groups)}
 
 
 def drop_rules(cuts: Iterable[Cut], nodes: dict[str, RemoteNode],
@@ -336,6 +352,8 @@ class RemoteBackend(abc.ABC):
         self.paused: set[str] = set()
         self.killed: set[str] = set()
         self.skewed: set[str] = set()
+        #: nodes whose process has a failpoint set (a killed or crashed one has none)
+        self.failpointed: set[str] = set()
         self._collected: dict[str, Path] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -460,10 +478,15 @@ class RemoteBackend(abc.ABC):
 
     def heal_all(self) -> None:
         """Every fault removed: rules flushed, shaping off, nodes resumed and restarted,
-        clocks reset."""
+        failpoints cleared, clocks reset."""
         with self._lock:
             for nid in sorted(self.paused):
                 self.resume(nid)
+            for nid in sorted(self.failpointed):
+                try:
+                    self.failpoint(nid, clear=True)
+                except (OSError, RuntimeError) as e:
+                    log.warning("could not clear the failpoints of %s: %s", nid, e)
             self.heal_network()
             if self._shape["delay_ms"] or self._shape["loss"] or self.pool is not None:
                 self._set_shape(delay_ms=0.0, loss=0.0)
@@ -560,10 +583,34 @@ class RemoteBackend(abc.ABC):
 
     def kill(self, node: str) -> None:
         with self._lock:
-            if node in self.paused:
-                self.resume(node)
+            if node in self.killed:
+                return
+            self.resume(node)  # a frozen container cannot run the script
             self.run(node, kill_script(self.nodes[node]), what="kill -9")
-            self.killed.add(node)
+            self._gone(node)
+
+    def _gone(self, node: str) -> None:
+        """The node's process exited: it has no failpoint any more."""
+        self.failpointed.discard(node)
+        self.killed.add(node)
+
+    def crash(self, node: str) -> None:
+        with self._lock:
+            if node in self.killed:
+                return
+            self.resume(node)  # a stopped process cannot take the request
+            post_crash(self.nodes[node].info)
+            if poll(lambda: None if self.alive(node) else True, CRASH_EXIT_S, 0.1) is None:
+                raise BackendError(f"{self.name} node {node} still runs {CRASH_EXIT_S:g} s "
+                                   "after its crash failpoint")
+            self._gone(node)
+
+    def failpoint(self, node: str, **op: Any) -> None:
+        with self._lock:
+            set_failpoint(self.nodes[node].info, op, self.failpointed)
+
+    def failpoint_settings(self, node: str) -> dict[str, Any] | None:
+        return get_failpoints(self.nodes[node].info)
 
     def restart(self, node: str) -> None:
         with self._lock:

@@ -1,11 +1,12 @@
 """One fault test, start to finish: the phases of ``faultline run``.
 
-set up the cluster (on the backend the spec names: harness/backends.py) and
-tables -> clients and nemesis until the client pool's deadline (the time
-limit) -> heal (every fault removed) -> quiet period -> final reads -> check
--> report -> tear down.  Whatever happens (Ctrl-C, a crashed node, a checker
-that raises), the teardown heals every fault, keeps the history written so
-far and stops every process the run started.
+set up the cluster (on the backend the spec names: harness/backends.py),
+refuse faults the system cannot take, tables -> clients and nemesis (a
+schedule per fault timing: nemesis/nemesis.py) until the client pool's
+deadline (the time limit) -> heal (every fault removed) -> quiet period ->
+final reads -> check -> report -> tear down.  Whatever happens (Ctrl-C, a
+crashed node, a checker that raises), the teardown heals every fault, keeps
+the history written so far and stops every process the run started.
 
 One clock: the test starts when the clients are let go (``t0``, monotonic
 ns, kept in test.json as ``t0_ns``), and every time a run shows, from the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import threading
@@ -43,7 +43,8 @@ from harness.analysis import analyse, write_results
 from harness.backends import RunBackend, make_backend, wait_for_leader
 from harness.clients import ClientPool
 from harness.spec import TestSpec
-from nemesis.nemesis import Nemesis, describe
+from nemesis.faults import check_support
+from nemesis.nemesis import FaultSchedule, describe
 
 log = logging.getLogger("runner")
 
@@ -210,7 +211,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
     backend = make_backend(spec, directory / "cluster", seed)
     history = HistoryWriter(directory / "history.jsonl")
     pool: ClientPool | None = None
-    nemesis: Nemesis | None = None
+    nemesis: FaultSchedule | None = None
     schedule: _Schedule | None = None
     failed_setup: str | None = None
     verdict: str = "unknown"
@@ -223,6 +224,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
             if links in ("netem", "proxy"):
                 progress.line(f"delay and loss through "
                               f"{'tc netem' if links == 'netem' else 'proxies'}")
+            check_support(backend, spec.fault_names)  # a fault it cannot take: no test
             pool = ClientPool(spec.workload, spec.workload_options, backend.endpoints(),
                               concurrency=spec.concurrency, rate=spec.rate, seed=seed,
                               timeout=spec.client_timeout, on_event=history.append)
@@ -243,10 +245,12 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         (directory / "test.json").write_text(json.dumps(meta, indent=2))
         _point_latest(directory)
         on_fault = _fault_sink(pool, schedule, progress)
-        nemesis = Nemesis(backend, spec.nemesis, spec.nemesis_interval,
-                          random.Random(seed), on_fault, quiet=spec.nemesis_quiet)
+        nemesis = FaultSchedule(backend, spec.nemesis, seed, on_fault,
+                                window=spec.nemesis_interval, quiet=spec.nemesis_quiet)
         progress.line(f"{0:+6.1f} s  {spec.concurrency} clients on {spec.nodes} nodes "
                       f"for {spec.time_limit:g} s")
+        for group in nemesis.groups:
+            progress.line(f"{0:+6.1f} s  faults {group}")
         nemesis.start(until_ns=pool.deadline_ns)
         progress.start(_Status(pool, schedule, spec.time_limit))
         pool.wait()

@@ -2,7 +2,9 @@
 
 ``faultline run`` builds it from its flags or from a TOML file (``--spec``);
 ``test.json`` in the results folder holds it, with the seed actually used,
-so a run can be replayed.
+so a run can be replayed.  Its ``nemesis`` entries stay as typed,
+``NAME[:WINDOW[/QUIET]]`` (nemesis/nemesis.py parses them), so test.json
+reads back as it was given.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_i
 #: The reference store's bug flags (system/config.py documents each anomaly).
 BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
              "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
-             "lease-survives-transfer", "stale-follower-reads")
+             "lease-survives-transfer", "stale-follower-reads", "commit-previous-term",
+             "read-index-no-apply-wait")
 #: What the reference store does with a setting a spec leaves unset (None).  Like
 #: the lists above it is the harness's own copy, since the harness drives the
 #: store only from outside; tests/test_flag_catalogues.py keeps them equal.
@@ -40,6 +43,7 @@ class TestSpec:
     __test__ = False  # a spec, not a pytest test class
     workload: str = "set"
     nodes: int = 5
+    #: faults, each ``NAME[:WINDOW[/QUIET]]``: a timing of its own, or the two below
     nemesis: list[str] = field(default_factory=list)
     #: seconds each fault window lasts ...
     nemesis_interval: float = 4.0
@@ -75,6 +79,8 @@ class TestSpec:
     known_hosts: str | None = None
     #: ssh backend: accept unknown host keys (an explicit opt-out of host key checking)
     insecure_host_keys: bool = False
+    #: judge reads by bounded staleness (ms); None: every stale read is an anomaly
+    max_staleness_ms: float | None = None
 
     def __post_init__(self) -> None:
         _choice("workload", self.workload, WORKLOADS)
@@ -88,16 +94,15 @@ class TestSpec:
             _choice("lease-clock", self.lease_clock, LEASE_CLOCKS)
         if self.lease_anchor is not None:
             _choice("lease-anchor", self.lease_anchor, LEASE_ANCHORS)
-        from nemesis.faults import FAULTS, NEEDS_NODES  # the catalogue lives with the faults
-
-        for n in self.nemesis:
-            _choice("nemesis", n, tuple(FAULTS))
+        self._check_nemesis()
         for b in self.bugs:
             _choice("bug", b, BUG_FLAGS)
         for name, value, low in (("nodes", self.nodes, 1), ("concurrency", self.concurrency, 1)):
             if value < low:
                 raise SpecError(f"--{name}: must be at least {low}, got {value}")
-        for fault in self.nemesis:
+        from nemesis.faults import NEEDS_NODES  # the catalogue lives with the faults
+
+        for fault in self.fault_names:
             need, why = NEEDS_NODES.get(fault, (1, ""))
             if self.nodes < need:
                 raise SpecError(f"--nodes: --nemesis {fault} needs at least {need} nodes "
@@ -119,14 +124,41 @@ class TestSpec:
                             f"{self.election_timeout_ms}")
         if self.drift_bound is not None and not 0 <= self.drift_bound < 1:
             raise SpecError(f"--drift-bound: must be in [0, 1), got {self.drift_bound}")
+        if self.max_staleness_ms is not None and not self.max_staleness_ms >= 0:
+            raise SpecError(f"--max-staleness: must be >= 0 ms, got {self.max_staleness_ms}")
+
+    def _check_nemesis(self) -> None:
+        """Every entry parses, names a known fault, and names it once (a
+        fault's start and stop pair up by name)."""
+        from nemesis.faults import FAULTS
+        from nemesis.nemesis import parse_fault
+
+        seen: set[str] = set()
+        for entry in self.nemesis:
+            try:
+                name = parse_fault(entry).name
+            except ValueError as e:
+                raise SpecError(f"--nemesis {e}") from None
+            _choice("nemesis", name, tuple(FAULTS))
+            if name in seen:
+                raise SpecError(f"--nemesis: {name} is listed twice; a fault runs on one "
+                                "schedule")
+            seen.add(name)
+
+    @property
+    def fault_names(self) -> list[str]:
+        """The faults of ``nemesis``, without their timings."""
+        from nemesis.nemesis import parse_fault
+
+        return [parse_fault(entry).name for entry in self.nemesis]
 
     @property
     def test_name(self) -> str:
         """The run folders' parent: workload, faults, then the read path, lease
         settings and bug flags that differ from the store's defaults, so two
-        configurations of what is tested never share it (sizes and timings are
-        left to test.json, which holds every setting)."""
-        return self.name or "-".join([self.workload, *(self.nemesis or ["none"]),
+        configurations of what is tested never share it (sizes and timings,
+        per-fault ones too, are left to test.json, which holds every setting)."""
+        return self.name or "-".join([self.workload, *(self.fault_names or ["none"]),
                                       *self._store_tags()])
 
     def _store_tags(self) -> list[str]:

@@ -31,10 +31,10 @@ machine (:func:`harness.wheelhouse.ensure_wheelhouse`; no network needed on
 the host).  The node runs detached (nohup, setsid) with its log, config and
 data in ``<workdir>/<run>/<node>``.  Faults are those of
 :class:`harness.remote.RemoteBackend`: iptables in the ``FAULTLINE`` chain
-(root needed), SIGKILL / restart, SIGSTOP / SIGCONT, clocks by the admin
-endpoint, delay and loss by netem or harness proxies.  ``close()`` copies each
-node's folder back over SFTP, removes the chain and the run's folder, and
-disconnects.
+(root needed), SIGKILL / restart, SIGSTOP / SIGCONT, clocks, disk failpoints
+and crashes by the admin endpoint, delay and loss by netem or harness
+proxies.  ``close()`` copies each node's folder back over SFTP, removes the
+chain and the run's folder, and disconnects.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 A workload turns a random stream into DynamoDB calls (``next_op``), executes
 one (``invoke``), names its outcome the way the checkers read it, and
-carries its checker (``check``: the paired ops in, a :class:`CheckOutcome` out):
+carries its checker (``check``: the paired ops in, a :class:`CheckOutcome` out;
+the register and set checks also measure how stale each stale read was and
+take a bound on it, ``max_staleness_ms``: :mod:`checkers.staleness`):
 
 - ``ok``: it happened and here is what it returned;
 - ``fail``: it certainly did not take effect;
@@ -83,7 +85,7 @@ class CheckOutcome:
     """What a workload's checker found, in the shapes a run's report needs."""
 
     verdict: str
-    #: this checker's part of results.json, e.g. ``{"set": {...}}``
+    #: this checker's part of results.json, e.g. ``{"set": {...}, "staleness": {...}}``
     results: dict[str, Any]
     #: summary.txt's lines
     summary: list[str]
@@ -116,11 +118,12 @@ class Workload(Protocol):
 
     def final_ops(self) -> list[Op]: ...
 
-    def check(self, ops: list[Operation], t0: int | None,
-              path: str | None = None) -> CheckOutcome:
+    def check(self, ops: list[Operation], t0: int | None, path: str | None = None, *,
+              max_staleness_ms: float | None = None) -> CheckOutcome:
         """Check a run's ops, paired once by the caller for every checker;
         ``t0`` (monotonic ns) is the origin of the seconds it reports, ``path``
-        the history file the timeline names."""
+        the history file the timeline names; ``max_staleness_ms`` a bound
+        under which a stale read is no anomaly (:mod:`checkers.staleness`)."""
 
 
 # ------------------------------------------------------------- error mapping
@@ -370,6 +373,8 @@ class RegisterWorkload:
     fs = ("get", "put", "update")
     #: Read-heavy for the same reason as the set workload's mix.
     DEFAULT_MIX = {"get": 0.7, "put": 0.15, "update": 0.15}
+    #: The read family (the store's ``reads`` config) each read op uses.
+    READ_FAMILIES = {"get": "get_item"}
 
     def __post_init__(self) -> None:
         self._mix = _mix(self.mix, self.DEFAULT_MIX)
@@ -450,27 +455,43 @@ class RegisterWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("get", k, None) for k in self.ring.current()]
 
-    def check(self, ops: list[Operation], t0: int | None,
-              path: str | None = None) -> CheckOutcome:
-        """Linearizability of every key against the ``dynamo-item`` model."""
+    def check(self, ops: list[Operation], t0: int | None, path: str | None = None, *,
+              max_staleness_ms: float | None = None) -> CheckOutcome:
+        """Linearizability of every key against the ``dynamo-item`` model (under
+        a bound, Δ-atomicity: every read checked as if invoked that much
+        earlier), and how stale each stale read was.  Under a bound the
+        timeline shows the history as checked; anomalies stay on the ops given."""
         from checkers.check import check_ops
         from checkers.models import get_model
         from checkers.report import Anomaly, in_time_order, key_lines
         from checkers.result import INVALID, UNKNOWN
+        from checkers.staleness import (StalenessReport, register_staleness, shift_reads,
+                                        verdict_text)
 
-        res = check_ops(ops, "dynamo-item", path=path)
-        describe = get_model("dynamo-item").describe_op
+        model = get_model("dynamo-item")
+
+        def is_read(op: Operation) -> bool:
+            return op.f in self.READ_FAMILIES
+        checked = ops if max_staleness_ms is None else shift_reads(ops, max_staleness_ms, is_read)
+        res = check_ops(checked, "dynamo-item", path=path)
+        given = {op.id: op for op in ops}
         witnesses = [k.witness for k in res.keys if k.witness is not None]
-        anomalies = in_time_order(Anomaly("not linearizable", w.failing_op, w.explanation)
-                                  for w in witnesses)
+        anomalies = in_time_order(Anomaly("not linearizable", given[w.failing_op.id],
+                                          w.explanation) for w in witnesses)
+        staleness = StalenessReport.of(
+            register_staleness(ops, model), [op for op in ops if is_read(op) and op.status == OK],
+            max_staleness_ms=max_staleness_ms, families=self.READ_FAMILIES, t0=t0)
         results = {"linearizable": {
             "verdict": res.verdict, "keys": len(res.keys),
             "invalid_keys": [str(k.key) for k in res.keys if k.verdict == INVALID],
             "unknown_keys": {str(k.key): k.reason for k in res.keys if k.verdict == UNKNOWN},
-            "witnesses": [w.explanation for w in witnesses]}}
-        summary = [f"linearizability: {res.verdict.upper()} over {len(res.keys)} keys",
-                   *key_lines(res, describe)]
-        return CheckOutcome(res.verdict, results, summary, anomalies, [res], describe)
+            "witnesses": [w.explanation for w in witnesses]},
+            "staleness": staleness.to_dict()}
+        summary = [f"linearizability: {verdict_text(res.verdict, max_staleness_ms)} "
+                   f"over {len(res.keys)} keys", *staleness.lines(),
+                   *key_lines(res, model.describe_op)]
+        return CheckOutcome(res.verdict, results, summary, anomalies, [res],
+                            model.describe_op)
 
 
 # ----------------------------------------------------------------------- set
@@ -488,6 +509,8 @@ class SetWorkload:
     #: Read-heavy: a worker bound to a cut-off leader blocks a client timeout
     #: on every add, so its reads (what can show staleness) come between them.
     DEFAULT_MIX = {"add": 0.25, "read-query": 0.375, "read-scan": 0.375}
+    #: The read family (the store's ``reads`` config) each read op uses.
+    READ_FAMILIES = {"read-query": "query", "read-scan": "scan"}
 
     def __post_init__(self) -> None:
         self._mix = _mix(self.mix, self.DEFAULT_MIX)
@@ -539,14 +562,18 @@ class SetWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("read-query"), Op("read-scan")]
 
-    def check(self, ops: list[Operation], t0: int | None,
-              path: str | None = None) -> CheckOutcome:
-        """Stale reads, lost elements, phantoms, duplicates (the set checker)."""
+    def check(self, ops: list[Operation], t0: int | None, path: str | None = None, *,
+              max_staleness_ms: float | None = None) -> CheckOutcome:
+        """Stale reads (and how stale), lost elements, phantoms, duplicates
+        (the set checker); a read at most ``max_staleness_ms`` stale is no anomaly."""
         from checkers.set_checker import check_set, describe_op
 
-        res = check_set(ops, t0=t0)
-        return CheckOutcome(res.verdict, {"set": res.to_dict()}, res.describe().splitlines(),
-                            res.anomalies(), [res.page(len(ops), path)], describe_op)
+        res = check_set(ops, t0=t0, max_staleness_ms=max_staleness_ms,
+                        families=self.READ_FAMILIES)
+        return CheckOutcome(res.verdict, {"set": res.to_dict(),
+                                          "staleness": res.staleness.to_dict()},
+                            res.describe().splitlines(), res.anomalies(),
+                            [res.page(len(ops), path)], describe_op)
 
 
 # ---------------------------------------------------------------------- bank
@@ -645,9 +672,10 @@ class BankWorkload:
     def final_ops(self) -> list[Op]:
         return [Op("read-txn"), Op("read-scan")]
 
-    def check(self, ops: list[Operation], t0: int | None,
-              path: str | None = None) -> CheckOutcome:
-        """A constant total and no negative balance in every read (the bank checker)."""
+    def check(self, ops: list[Operation], t0: int | None, path: str | None = None, *,
+              max_staleness_ms: float | None = None) -> CheckOutcome:
+        """A constant total and no negative balance in every read (the bank
+        checker); these invariants involve no staleness, so a bound changes nothing."""
         from checkers.bank import check_bank, describe_op
 
         res = check_bank(ops, total=self.total, accounts=self.names, t0=t0)

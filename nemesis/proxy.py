@@ -8,7 +8,7 @@ reference store dials one connection per ordered pair of nodes and only
 writes on it, so the local backend puts one proxy on each ordered pair
 ``a -> b`` and ``"forward"`` (client -> upstream) is that link's data
 direction; ``"backward"`` matters for protocols that answer on the same
-connection.
+connection (the DynamoDB requests a follower forwards to the leader).
 
 All proxies of a run share one asyncio event loop in one background thread,
 owned by a :class:`ProxyPool`::
@@ -39,8 +39,11 @@ Semantics (what Raft sees):
   framed receiver (length-prefixed frames) out of step if the drop began or
   ended inside a frame; it then sees a bad frame and closes, or waits for a
   bogus length.  ``unblock(reset_dirty=True)`` / ``heal(reset_dirty=True)``
-  resets every connection that dropped bytes, so the peers reconnect with
-  clean framing; the default keeps them (the iptables-like behaviour).
+  resets every connection with a direction that dropped bytes and now flows
+  again, so the peers reconnect with clean framing; the default keeps them
+  (the iptables-like behaviour).  ``set_blocked(directions)`` blocks exactly
+  those directions and unblocks the other in one step: one one-way partition
+  replaced by another.
 * **cut()** is the "reset" partition: every current connection is reset
   (RST) and new ones are accepted and reset at once until ``heal()``.
 * **set_delay(ms, jitter_ms)** holds every chunk for ``ms`` plus a uniform
@@ -89,6 +92,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Callable
 
 __all__ = ["LinkProxy", "ProxyPool", "DIRECTIONS", "READ_SIZE"]
@@ -397,8 +401,10 @@ class _Conn:
             self.link._conn_closed(self)
 
     @property
-    def dirty(self) -> bool:
-        return any(p.dirty for p in self.pipes)
+    def out_of_step(self) -> bool:
+        """A direction dropped bytes and now lets bytes through: its framed reader
+        may be mid-frame.  (A direction still blocked delivers nothing to confuse.)"""
+        return any(p.dirty and not self.link._blocked[p.direction] for p in self.pipes)
 
 
 class LinkProxy:
@@ -440,17 +446,23 @@ class LinkProxy:
     # -- public controls (any thread) ---------------------------------------
     def block(self, direction: str = "both") -> None:
         """Drop every byte read in ``direction`` ("forward", "backward", "both")."""
-        dirs = self._directions(direction)
-        self._call(self._set_blocked, dirs, True)
+        self._call(self._set_blocked, dict.fromkeys(self._directions(direction), True))
 
     def unblock(self, direction: str = "both", *, reset_dirty: bool = False) -> None:
         """Let bytes flow again in ``direction`` on the same connections.
 
-        ``reset_dirty=True`` also resets every connection that has dropped
-        bytes (in either direction, since it opened), so framed peers
-        reconnect in step."""
-        dirs = self._directions(direction)
-        self._call(self._set_blocked, dirs, False, reset_dirty)
+        ``reset_dirty=True`` also resets every connection with a direction that
+        has dropped bytes (since it opened) and now lets bytes through, so
+        framed peers reconnect in step."""
+        self._call(self._set_blocked, dict.fromkeys(self._directions(direction), False),
+                   reset_dirty)
+
+    def set_blocked(self, directions: Iterable[str], *, reset_dirty: bool = False) -> None:
+        """Block exactly ``directions`` and unblock the other, in one step (a
+        block then an unblock would let the proxy read bytes in between under
+        neither the old state nor the new).  ``reset_dirty`` as for :meth:`unblock`."""
+        blocked = {d for direction in directions for d in self._directions(direction)}
+        self._call(self._set_blocked, {d: d in blocked for d in DIRECTIONS}, reset_dirty)
 
     def cut(self) -> None:
         """Reset every connection and refuse new ones until :meth:`heal`."""
@@ -543,11 +555,10 @@ class LinkProxy:
         if not self._conns and self._drained is not None:
             self._drained.set()
 
-    def _set_blocked(self, dirs: tuple[str, ...], on: bool, reset_dirty: bool = False) -> None:
-        for d in dirs:
-            self._blocked[d] = on
+    def _set_blocked(self, state: dict[str, bool], reset_dirty: bool = False) -> None:
+        self._blocked.update(state)
         for conn in list(self._conns):
-            if reset_dirty and not on and conn.dirty:
+            if reset_dirty and conn.out_of_step:
                 self._conn_stats["reset_dirty"] += 1
                 conn.reset()
                 continue
@@ -567,7 +578,7 @@ class LinkProxy:
     def _do_heal(self, reset_dirty: bool = False) -> None:
         self._cut = False
         self._delay = self._jitter = self._loss = 0.0
-        self._set_blocked(DIRECTIONS, False, reset_dirty)
+        self._set_blocked(dict.fromkeys(DIRECTIONS, False), reset_dirty)
 
     def _stats(self) -> dict[str, Any]:
         held = {d: 0 for d in DIRECTIONS}

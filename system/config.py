@@ -56,6 +56,16 @@ BUGS: dict[str, str] = {
     "stale-follower-reads":
         "followers answer reads from their own applied state instead of forwarding "
         "them to the leader -> stale reads from lagging followers.",
+    "commit-previous-term":
+        "the leader advances its commit index by counting replicas of an entry of "
+        "an earlier term (the Raft paper's Figure 8; section 5.4.2 forbids it), so "
+        "an entry it applied and acknowledged can be overwritten by a later leader "
+        "elected without it -> lost writes, or reads of a write that later vanishes, "
+        "after leader changes.",
+    "read-index-no-apply-wait":
+        "a ReadIndex read (and the lease path's ReadIndex fallback) is served once a "
+        "quorum confirms its read index, without waiting for the state machine to "
+        "apply up to it -> stale reads on a leader whose apply lags its commit index.",
 }
 
 

@@ -9,9 +9,11 @@ Raft messages and the address to forward DynamoDB requests to (in the
 harness's local backend, both are TCP proxies it controls).
 
 The event loop owns everything: the Raft core, the MVCC store and the API
-handlers run on it, so a handler never sees a half-applied entry; only
-fsync runs in a worker thread.  Every reading of time goes through one
-:class:`~system.clock.Clock`, which the admin endpoint can skew.
+handlers run on it, so a handler never sees a half-applied entry; only the
+storage calls that fsync run in a worker thread (so a slow or stalled disk,
+see :mod:`system.failpoints`, never stops the admin endpoint).  Every reading
+of time goes through one :class:`~system.clock.Clock`, which the admin
+endpoint can skew.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import random
 import signal
 import sys
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
 
 import aiohttp
 import msgpack
@@ -40,6 +42,7 @@ from system.config import NodeConfig
 from system.dynamo import errors
 from system.dynamo.commands import apply_command
 from system.dynamo.service import DynamoService
+from system.failpoints import FailpointError, parse_request
 from system.hlc import HLC
 from system.mvcc import MVCCStore
 from system.raft.core import LEADER, NotLeader, RaftConfig, RaftNode, StorageState
@@ -116,7 +119,8 @@ class Node:
             max_append_entries=r.max_append_entries, snapshot_threshold=r.snapshot_threshold,
             compaction_margin=r.compaction_margin,
             noop_before_reads=not cfg.has("no-noop-read"),
-            lease_survives_transfer=cfg.has("lease-survives-transfer"))
+            lease_survives_transfer=cfg.has("lease-survives-transfer"),
+            commit_previous_term=cfg.has("commit-previous-term"))
         state = StorageState(
             hard_state=HardState(hs.term, hs.vote, hs.commit),
             entries=[Entry(e.index, e.term, e.data) for e in entries],
@@ -165,7 +169,7 @@ class Node:
             while self.raft.has_ready():
                 rd = self.raft.ready()
                 if rd.snapshot is not None:
-                    self.storage.install_snapshot(rd.snapshot)
+                    await loop.run_in_executor(None, self.storage.install_snapshot, rd.snapshot)
                 if rd.entries:
                     self.storage.append(rd.entries)
                 if rd.hard_state is not None:
@@ -193,7 +197,7 @@ class Node:
                 self.raft.advance(rd)
                 self.reads.applied_changed()
                 if self.raft.compaction_due():
-                    self._compact()
+                    await self._compact()
 
     def _apply(self, e: Entry) -> None:
         waiter = self._pending.pop(e.index, None)
@@ -229,15 +233,20 @@ class Node:
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
 
-    def _compact(self) -> None:
+    async def _compact(self) -> None:
         index = self.raft.applied
         snap = self.raft.compact(index, self.store.snapshot())
-        self.storage.save_snapshot(snap)
-        self.storage.compact(max(0, index - self.raft.config.compaction_margin))
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._persist_snapshot, snap, max(0, index - self.raft.config.compaction_margin))
         gc_ts = self.store.last_commit_ts - (60_000 << 16)  # keep a minute of versions
         if gc_ts > 0:
             self.store.gc(gc_ts)
         log.info("snapshot at index %d, log compacted", index)
+
+    def _persist_snapshot(self, snap: Snapshot, upto: int) -> None:
+        """Save the snapshot and compact the log (in a worker thread: both fsync)."""
+        self.storage.save_snapshot(snap)
+        self.storage.compact(upto)
 
     # ------------------------------------------------------------ backend for the service
 
@@ -345,6 +354,7 @@ class Node:
             "last_quorum_read_ms": self.reads.last_quorum_read,
             "transfer_target": r.transfer_target,
             "clock": self.clock.state(), "hlc": self.hlc.state(),
+            "failpoints": self.storage.faults.state(),
             "bugs": list(self.cfg.bugs), "config": self.cfg.to_dict(),
             "store": self.store.stats(), "storage": self.storage.status(),
             "transport": {p.id: {"connected": p.connected, "dropped": p.dropped}
@@ -391,6 +401,32 @@ class Node:
         log.info("leadership transfer to %s requested", to)
         return web.json_response({"transfer_to": to})
 
+    async def admin_failpoints(self, request: web.Request) -> web.Response:
+        return web.json_response(self.storage.faults.state())
+
+    async def admin_set_failpoint(self, request: web.Request) -> web.Response:
+        try:
+            req = parse_request(await request.json())
+        except json.JSONDecodeError as e:
+            return web.json_response({"error": f"the body is not JSON: {e}"}, status=400)
+        except FailpointError as e:
+            return web.json_response(e.to_body(), status=400)
+        faults = self.storage.faults
+        faults.apply(req)
+        log.info("failpoints: %s", faults.state())
+        if req.crash is not None:
+            self._lose_power()
+        return web.json_response(faults.state())
+
+    def _lose_power(self) -> NoReturn:
+        """The ``crash: lose-unsynced`` failpoint: drop what is not durable and
+        exit at once, the request unanswered.  No ``await`` between the two:
+        the driver must not acknowledge anything after the loss (a sync
+        finishing meanwhile would fsync records past the cut)."""
+        loss = self.storage.lose_unsynced()
+        log.warning("failpoint crash lose-unsynced: %s; exiting with status 137", asdict(loss))
+        os._exit(137)
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -404,6 +440,8 @@ class Node:
         admin.router.add_get("/status", self.admin_status)
         admin.router.add_post("/clock", self.admin_clock)
         admin.router.add_post("/transfer", self.admin_transfer)
+        admin.router.add_get("/failpoint", self.admin_failpoints)
+        admin.router.add_post("/failpoint", self.admin_set_failpoint)
         for app, (host, port) in ((api, self.api_addr), (admin, self.admin_addr)):
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
@@ -422,6 +460,7 @@ class Node:
         if self._session:
             await self._session.close()
         await self.transport.close()
+        self.storage.faults.clear()  # a stalled fsync must not hold up the shutdown
         self.storage.close()
 
 

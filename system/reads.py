@@ -14,6 +14,11 @@ The service takes the read timestamp (:meth:`ReadPath.read_ts`, the last
 applied commit) only once :meth:`ReadPath.ensure_fresh` has returned, with no
 ``await`` in between, so a read sees every write committed before its check
 completed (``read-ts-before-check`` samples it before the check instead).
+A ReadIndex check returns only once the state machine has applied the read
+index (``read-index-no-apply-wait`` returns at the quorum's confirmation).
+This node's driver applies every committed entry of a Ready before it hands
+over that Ready's read states, so the wait matters only to a driver whose
+apply lags its commit index (etcd applies in a goroutine of its own).
 
 The lease is the time by which a quorum had acknowledged this leader
 (:meth:`~system.raft.core.RaftNode.quorum_ack_time`) plus
@@ -110,7 +115,8 @@ class ReadPath:
         timeout = self.cfg.lease.check_timeout_ms / 1000.0
         try:
             index = await asyncio.wait_for(self._read_index(), timeout)
-            await asyncio.wait_for(self._wait_applied(index), timeout)
+            if not self.cfg.has("read-index-no-apply-wait"):
+                await asyncio.wait_for(self._wait_applied(index), timeout)
         except (asyncio.TimeoutError, NotLeader) as e:
             self.stats.count(family, "read_index_failures")
             raise errors.internal_server_error(

@@ -54,6 +54,40 @@ only handed to the OS, never fsynced.  The node acknowledges entries and
 votes that a ``kill -9`` (or a power loss) erases, so a majority killed at
 once loses acknowledged writes and a restarted node may vote twice in a term.
 
+Failpoints (:mod:`system.failpoints`, set through the node's admin
+endpoint): every fsync and fdatasync -- of the log, of a snapshot, of the
+directory -- first calls ``faults.before_fsync()``, which sleeps (a slow
+disk) or blocks on an Event (a stalled one).  The node makes every storage
+call that can fsync from an executor thread, so a stall parks that thread
+and the node's Raft loop, never the event loop that serves the endpoint.
+
+:meth:`RaftStorage.lose_unsynced` is the power loss of the ``crash:
+lose-unsynced`` failpoint.  The storage tracks the log's durable length: the
+end of the records at the last fdatasync, the length found on load, and the
+whole file once a rewrite is renamed over the log (compaction, a new log).
+The loss drops the in-memory buffer and cuts the file back to that length.
+With ``fsync=True`` it takes nothing :meth:`sync` has returned for, so
+nothing the node acknowledged; with ``fsync=False`` it takes every record
+this process wrote since it started or last compacted -- acknowledged
+entries, terms and votes.  What it does not simulate:
+
+* directory entries not yet fsynced: a file renamed into place (the log after
+  compaction, a snapshot) counts as durable whole at once -- even with
+  ``fsync=False``, where it was never fsynced.  A real power loss may bring
+  back the file it replaced: harmless with ``fsync=True`` (the old log holds
+  every synced record, and the directory is fsynced before the next
+  :meth:`sync` returns, so before anything written to the new log is
+  acknowledged).  A never-fsynced file may come back empty, which ext4's
+  ``auto_da_alloc`` (a flush of a file replaced by rename) prevents in
+  practice.  A half-written ``snapshot.tmp`` or ``wal.tmp`` is removed on
+  load, as after a real crash.
+* the kernel's writeback: without fsync, dirty pages still reach the disk
+  within about 30 s; here a byte this process never fsynced is lost however
+  old it is, while bytes an earlier incarnation left unsynced count as
+  durable (the length found on load).
+* torn or reordered writes inside the lost tail: the cut is clean at the
+  durable length (replay's torn-record rule covers the torn case anyway).
+
 Why hand-written and not a library: LMDB, RocksDB or LevelDB bindings are
 native wheels the node image would have to carry, and none of the Python
 Raft packages exposes its journal as a library; the one candidate left is
@@ -72,7 +106,8 @@ replay -- is a few hundred lines.
 
 Thread-safety: appends and reads may come from the event loop while
 :meth:`sync` runs in an executor thread; buffer swaps and file I/O are
-serialised by locks and the order of records is kept.
+serialised by locks and the order of records is kept.  :meth:`status` and
+:meth:`lose_unsynced` take no lock an fsync may hold.
 """
 
 from __future__ import annotations
@@ -87,9 +122,11 @@ from typing import Any, Iterable, NamedTuple
 
 import msgpack
 
+from system.failpoints import DiskFaults
+
 log = logging.getLogger("storage")
 
-__all__ = ["RaftStorage", "HardState", "Entry", "Snapshot", "StorageError",
+__all__ = ["RaftStorage", "HardState", "Entry", "Snapshot", "StorageError", "PowerLoss",
            "WAL_NAME", "SNAPSHOT_NAME"]
 
 WAL_NAME = "wal"
@@ -131,14 +168,6 @@ def _frame(payload: bytes) -> bytes:
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 _datasync = getattr(os, "fdatasync", os.fsync)
 
 
@@ -173,6 +202,15 @@ class _Stats:
     torn_bytes_discarded: int = 0
 
 
+@dataclass(frozen=True)
+class PowerLoss:
+    """What :meth:`RaftStorage.lose_unsynced` dropped, in bytes of the log."""
+
+    buffered_bytes: int     # records still in this process's memory
+    unsynced_bytes: int     # handed to the OS, never fsynced
+    durable_bytes: int      # the log file's length after the loss
+
+
 class RaftStorage:
     """The durable state of one Raft node in directory ``path``.
 
@@ -181,20 +219,24 @@ class RaftStorage:
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True,
                  lazy_flush_bytes: int = 1 << 20,
-                 prealloc_bytes: int = PREALLOC_BYTES) -> None:
+                 prealloc_bytes: int = PREALLOC_BYTES,
+                 faults: DiskFaults | None = None) -> None:
         self.dir = os.fspath(path)
         self.fsync = fsync
+        self.faults = faults if faults is not None else DiskFaults()
         self.lazy_flush_bytes = lazy_flush_bytes
         self.prealloc_bytes = prealloc_bytes
         self._wal_path = os.path.join(self.dir, WAL_NAME)
         self._snap_path = os.path.join(self.dir, SNAPSHOT_NAME)
         self._lock = threading.RLock()     # state and buffer
         self._io = threading.RLock()       # file writes, fsyncs, renames; taken first
+        self._swap = threading.Lock()      # the log's rename with _durable; no fsync inside
         self._fd: int | None = None
         self._buf = bytearray()
         self._written = 0                  # end of the records in the file
         self._allocated = 0                # file size, preallocation included
         self._end = 0                      # _written + bytes not yet written
+        self._durable = 0                  # length of the log file as last fsynced
         self._file_dirty = False           # written, not yet fsynced
         self._dir_dirty = False            # created/renamed, dir not yet fsynced
         self._hs = HardState()
@@ -216,7 +258,7 @@ class RaftStorage:
             new_dir = not os.path.isdir(self.dir)
             os.makedirs(self.dir, exist_ok=True)
             if new_dir:
-                _fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
+                self._fsync_dir(os.path.dirname(os.path.abspath(self.dir)))
             for name in (WAL_NAME + ".tmp", SNAPSHOT_NAME + ".tmp"):
                 try:
                     os.unlink(os.path.join(self.dir, name))
@@ -236,17 +278,32 @@ class RaftStorage:
     def _create_wal(self) -> None:
         self._replace_wal(WAL_MAGIC)
         if self.fsync:
-            _fsync_dir(self.dir)
+            self._fsync_dir(self.dir)
 
     def _replace_wal(self, data: bytes | bytearray) -> None:
-        """Write ``data`` to a temporary file, fsync it, rename it over the log."""
+        """Write ``data`` to a temporary file, fsync it, rename it over the log
+        (which then counts as durable whole: see the module docstring)."""
         tmp = self._wal_path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self._wal_path)
+                self._fsync(f.fileno())
+        with self._swap:
+            os.replace(tmp, self._wal_path)
+            self._durable = len(data)
+
+    def _fsync(self, fd: int, data_only: bool = False) -> None:
+        """Every fsync of the storage goes through here, after its failpoints."""
+        self.faults.before_fsync()
+        (_datasync if data_only else os.fsync)(fd)
+
+    def _fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
 
     def _read_snapshot(self) -> Snapshot | None:
         try:
@@ -311,9 +368,11 @@ class RaftStorage:
             # later writes could line up with (it is preallocated again lazily).
             os.ftruncate(self._fd, pos)
             if torn and self.fsync:
-                os.fsync(self._fd)
+                self._fsync(self._fd)
         view.release()
-        self._written = self._allocated = self._end = pos
+        # What a previous incarnation wrote counts as durable: only this
+        # process's own writes are known to be unsynced.
+        self._written = self._allocated = self._end = self._durable = pos
         self._hs = hs
         self._first = first
         self._terms = [e.term for e in entries]
@@ -479,11 +538,12 @@ class RaftStorage:
                 return
             self._write_out()
             if self._file_dirty:
-                _datasync(self._fd)  # type: ignore[arg-type]
+                self._fsync(self._fd, data_only=True)  # type: ignore[arg-type]
+                self._durable = self._written
                 self._file_dirty = False
                 self.stats.fsyncs += 1
             if self._dir_dirty:
-                _fsync_dir(self.dir)
+                self._fsync_dir(self.dir)
                 self._dir_dirty = False
 
     def flush(self) -> None:
@@ -544,10 +604,10 @@ class RaftStorage:
                 f.write(body)
                 f.flush()
                 if self.fsync:
-                    os.fsync(f.fileno())
+                    self._fsync(f.fileno())
             os.replace(tmp, self._snap_path)
             if self.fsync:
-                _fsync_dir(self.dir)
+                self._fsync_dir(self.dir)
             with self._lock:
                 self._snap_meta = (snap.index, snap.term)
 
@@ -592,7 +652,7 @@ class RaftStorage:
             self._replace_wal(out)
             os.close(self._fd)  # type: ignore[arg-type]
             self._fd = os.open(self._wal_path, os.O_RDWR)
-            self._written = self._allocated = self._end = len(out)
+            self._written = self._allocated = self._end = len(out)  # _durable: at the rename
             self._first = upto_index + 1
             self._terms = terms
             self._offsets = new_offsets
@@ -623,6 +683,25 @@ class RaftStorage:
                 self._fd = None
             self._buf = bytearray()
 
+    def lose_unsynced(self) -> PowerLoss:
+        """Power loss (the ``crash: lose-unsynced`` failpoint): drop the
+        buffered records and cut the log file back to its length as last
+        fsynced.  The caller exits at once (the node), or abandons this
+        object (:meth:`abandon`) and reopens the directory (tests).
+
+        Takes no lock an fsync may hold: a stalled :meth:`sync` holds
+        ``_io`` and a stalled :meth:`compact` ``_lock`` too, and a power loss
+        does not wait for the disk.  ``_swap`` keeps a compaction's rename
+        and its durable length together.  A sync finishing meanwhile can
+        only leave records past the cut that it had not yet acknowledged:
+        replay keeps or discards them, as after a real power loss."""
+        self._need_open()
+        with self._swap:
+            buffered = len(self._buf)
+            self._buf = bytearray()
+            durable = self._durable
+            os.truncate(self._wal_path, durable)
+        return PowerLoss(buffered, max(0, self._written - durable), durable)
     def __enter__(self) -> "RaftStorage":
         return self
 
@@ -630,12 +709,16 @@ class RaftStorage:
         self.close()
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {"first_index": self._first,
-                    "last_index": self._first + len(self._terms) - 1,
-                    "snapshot_index": self._snap_meta[0],
-                    "snapshot_term": self._snap_meta[1],
-                    "hard_state": self._hs._asdict(),
-                    "wal_bytes": self._end, "buffered_bytes": len(self._buf),
-                    "wal_file_bytes": self._allocated,
-                    "fsync": self.fsync, **self.stats.__dict__}
+        """Counters for the admin endpoint, read without the locks: a stalled
+        fsync in :meth:`compact` holds ``_lock``, and the endpoint that lifts
+        the stall must still answer."""
+        first = self._first
+        return {"first_index": first,
+                "last_index": first + len(self._terms) - 1,
+                "snapshot_index": self._snap_meta[0],
+                "snapshot_term": self._snap_meta[1],
+                "hard_state": self._hs._asdict(),
+                "wal_bytes": self._end, "buffered_bytes": len(self._buf),
+                "durable_wal_bytes": self._durable,
+                "wal_file_bytes": self._allocated,
+                "fsync": self.fsync, **self.stats.__dict__}

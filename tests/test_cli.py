@@ -204,3 +204,113 @@ def test_a_run_the_harness_crashes_keeps_its_traceback(capsys, monkeypatch, erro
     assert err.startswith("Traceback (most recent call last):") and "in run_test" in err
     assert err.splitlines()[-1] == (f"faultline run: the test crashed: "
                                     f"{type(error).__name__}: {error} (seed 5)")
+
+
+# ------------------------------------------------------------------ per-fault timings, staleness
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--nemesis", "partition-leader:x"],
+     "argument --nemesis: partition-leader:x: window must be a number of seconds > 0"),
+    (["--nemesis", "clock-bump:12/3,kill:2/0"],
+     "argument --nemesis: kill:2/0: quiet must be a number of seconds > 0"),
+    (["--nemesis", "partition-leadr:12/3"], "unknown fault 'partition-leadr'; did you mean "
+                                            "partition-leader?"),
+    (["--nemesis", "kill,pause:2/1,kill:3"], "--nemesis: kill is listed twice"),
+    (["--nodes", "2", "--nemesis", "kill-leader:12/3"], "kill-leader needs at least 3 nodes"),
+    (["--max-staleness", "-1"], "argument --max-staleness: must be >= 0, got '-1'"),
+    (["--max-staleness", "soon"], "argument --max-staleness: expected milliseconds, got 'soon'"),
+])
+def test_bad_fault_timings_and_staleness_name_the_flag(capsys, argv, words):
+    assert words in usage_error(capsys, "run", *argv)
+
+
+def test_fault_entries_and_the_bound_reach_the_spec_as_typed(capsys, monkeypatch):
+    from harness.spec import TestSpec
+
+    seen: list[TestSpec] = []
+
+    def run_test(spec: TestSpec, **kw: object) -> None:
+        seen.append(spec)
+        raise runner.SetupFailed("not here")
+
+    monkeypatch.setattr(runner, "run_test", run_test)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's SIGTERM
+    run(capsys, "run", "--nemesis", "partition-leader:12/3, leader-churn",
+        "--max-staleness", "250")
+    [spec] = seen
+    assert (spec.nemesis, spec.max_staleness_ms) == (["partition-leader:12/3", "leader-churn"],
+                                                     250.0)
+    assert "Δ-atomicity" in _subparser("run").format_help()
+    assert "Δ-atomicity" in _subparser("analyse").format_help()
+
+
+def test_analyse_refuses_a_bad_staleness_bound(capsys, tmp_path):
+    assert "argument --max-staleness: must be >= 0" in usage_error(
+        capsys, "analyse", str(tmp_path), "--max-staleness", "-3")
+
+
+class _NoFailpointsBackend:
+    """A started cluster whose store has no failpoints, and nothing else."""
+
+    node_ids = ["n1", "n2", "n3"]
+
+    def start(self) -> None: ...
+
+    def failpoint_settings(self, node: str) -> None:
+        return None
+
+    def close(self) -> None: ...
+
+    def log_files(self) -> list[Path]:
+        return []
+
+
+def test_a_fault_the_system_cannot_take_fails_the_set_up_before_any_client(
+        capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(runner, "make_backend", lambda *a: _NoFailpointsBackend())
+
+    def no_clients(*a: object, **kw: object) -> None:
+        raise AssertionError("clients started")
+
+    monkeypatch.setattr(runner, "ClientPool", no_clients)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's SIGTERM
+    code, out, err = run(capsys, "run", "--seed", "5", "--nodes", "3", "--nemesis",
+                         "partition-one,disk-slow:3/1", "--results-dir", str(tmp_path))
+    assert code == runner.CRASHED, err
+    assert err.startswith("faultline run: set up failed: UnsupportedFault: --nemesis "
+                          "disk-slow: the system under test has no failpoints")
+    [kept] = (tmp_path / "set-partition-one-disk-slow").iterdir()
+    assert kept.name.endswith("-setup-failed")
+
+
+def _saved_run(directory: Path, max_staleness_ms: float | None) -> Path:
+    """A saved register run: a put acknowledged at 20 ms, then a get at 30 ms on
+    another node that misses it (a read 10 ms stale)."""
+    directory.mkdir()
+    (directory / "test.json").write_text(json.dumps(
+        {"spec": {"workload": "register", "max_staleness_ms": max_staleness_ms},
+         "seed": 1, "t0_ns": 0}))
+    ms = 1_000_000
+    events = [("invoke", 0, "put", 1, 10, "n1"), ("ok", 0, "put", 1, 20, "n1"),
+              ("invoke", 1, "get", None, 30, "n3"), ("ok", 1, "get", None, 40, "n3")]
+    (directory / "history.jsonl").write_text("".join(
+        json.dumps({"index": i, "type": t, "process": p, "f": f, "key": "k0", "value": v,
+                    "time": at * ms, "node": node}) + "\n"
+        for i, (t, p, f, v, at, node) in enumerate(events)))
+    return directory
+
+
+@pytest.mark.parametrize("saved, flag, verdict", [
+    (None, [], "INVALID"),
+    (None, ["--max-staleness", "50"], "VALID"),   # 10 ms stale, within the bound
+    (50.0, [], "VALID"),                          # the saved run's bound
+    (50.0, ["--max-staleness", "5"], "INVALID"),  # the flag wins
+])
+def test_analyse_judges_a_saved_run_by_the_staleness_bound(capsys, tmp_path, saved, flag,
+                                                            verdict):
+    directory = _saved_run(tmp_path / "run", saved)
+    code, out, _ = run(capsys, "analyse", str(directory), *flag)
+    assert f"verdict: {verdict}\n" in out and code == (0 if verdict == "VALID" else 1)
+    # the run's own settings stay as it ran
+    assert json.loads((directory / "test.json").read_text())["spec"]["max_staleness_ms"] == saved

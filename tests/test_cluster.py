@@ -13,7 +13,7 @@ import boto3
 import pytest
 from conftest import FAST, module_cluster
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from harness.admin import admin_get, admin_post
 from harness.cluster import LocalCluster
@@ -390,3 +390,72 @@ def test_every_operation_through_boto3(cluster):
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
     db.delete_table(TableName="ops")
     assert "ops" not in db.list_tables()["TableNames"]
+
+
+# ------------------------------------------------------------------ the local backend's faults
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    from harness.local_backend import LocalBackend
+
+    b = LocalBackend(tmp_path_factory.mktemp("backend"), 3, FAST, seed=5)
+    b.start(timeout=30)
+    yield b
+    b.close()
+
+
+def _proxy(backend, link: str, kind: str) -> dict:
+    return backend.pool.stats()[f"{link} {kind}"]
+
+
+def test_a_one_way_cut_loses_what_src_sends_dst_and_nothing_else(backend):
+    """Cut leader -> follower only: the follower's forwarded request still
+    reaches the leader, which applies it, but its answer is lost; the leader's
+    Raft messages to the follower are lost too."""
+    leader = backend.cluster.node(backend.cluster.wait_for_leader())
+    follower = next(n for n in backend.cluster.nodes if n.id != leader.id)
+    retry(lambda: client(leader).create_table(
+        TableName="cut", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST"))
+    up, down = f"{follower.id}->{leader.id}", f"{leader.id}->{follower.id}"
+    before = _proxy(backend, up, "api")
+    try:
+        backend.cut({(leader.id, follower.id)})
+        assert _proxy(backend, up, "api")["faults"]["blocked"] == ["backward"]
+        assert _proxy(backend, up, "raft")["faults"]["blocked"] == ["backward"]
+        assert _proxy(backend, down, "raft")["faults"]["blocked"] == ["forward"]
+        # the answer never comes: the client times out, or the follower gives up
+        # once it stops hearing the leader (503)
+        with pytest.raises((ReadTimeoutError, ClientError)):
+            client(follower, timeout=1.0).put_item(TableName="cut", Item={"pk": {"S": "a"}})
+        after = _proxy(backend, up, "api")
+        assert after["forward"]["forwarded_bytes"] > before["forward"]["forwarded_bytes"]
+        assert after["backward"]["dropped_bytes"] > before["backward"]["dropped_bytes"]
+        assert _proxy(backend, down, "raft")["forward"]["dropped_bytes"] > 0
+    finally:
+        backend.heal_network()
+    got = retry(lambda: client(leader).get_item(TableName="cut", Key={"pk": {"S": "a"}},
+                                                ConsistentRead=True)["Item"])
+    assert got == {"pk": {"S": "a"}}  # applied: only its answer was lost
+    assert all(not p["faults"]["blocked"] for p in backend.pool.stats().values())
+
+
+def test_disk_failpoints_and_a_crash_on_real_nodes(backend):
+    """The store takes the failpoints the disk faults use; a crashed node is
+    counted killed, and the heal clears failpoints and brings it back."""
+    from nemesis.faults import check_support
+
+    check_support(backend, ["disk-slow", "power-loss"])
+    leader = backend.cluster.wait_for_leader()
+    follower = next(n for n in backend.node_ids if n != leader)
+    backend.failpoint(leader, fsync_delay_ms=120)
+    assert backend.failpoint_settings(leader)["fsync_delay_ms"] == 120
+    backend.crash(follower)
+    assert backend.cluster.procs[follower].returncode == 137
+    assert backend.killed == {follower} and backend.failpointed == {leader}
+    backend.heal_all()
+    assert not backend.killed and not backend.failpointed
+    assert backend.failpoint_settings(leader)["fsync_delay_ms"] == 0
+    assert retry(lambda: backend.failpoint_settings(follower))["fsync_stall"] is False

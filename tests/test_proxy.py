@@ -286,10 +286,47 @@ def test_unblock_reset_dirty_resets_only_connections_that_lost_bytes(pool, upstr
     assert proxy.stats()["connections"]["reset_dirty"] == 1
 
 
+def test_set_blocked_replaces_the_blocked_directions_at_once(pool, upstream):
+    """A two-way cut turned one-way, then healed, on the same connection."""
+    proxy = pool.add(upstream.addr)
+    client, server = dial(proxy, upstream)
+    proxy.block("both")
+    proxy.set_blocked(["backward"])
+    assert proxy.stats()["faults"]["blocked"] == ["backward"]
+    client.sendall(b"ping")
+    assert recv_exactly(server, 4) == b"ping"
+    server.sendall(b"pong")
+    wait_until(lambda: proxy.stats()["backward"]["dropped_bytes"] == 4)
+    assert silent(client)
+    proxy.set_blocked([])
+    assert proxy.stats()["faults"]["blocked"] == []
+    assert rtt(client, server) < 0.5
+
+
+def test_reset_dirty_spares_a_connection_whose_dropping_direction_stays_blocked(pool,
+                                                                                  upstream):
+    """Only a direction that lost bytes and flows again can put a framed reader
+    out of step: while it stays blocked the connection is kept."""
+    proxy = pool.add(upstream.addr)
+    client, server = dial(proxy, upstream)
+    proxy.block("both")
+    client.sendall(b"half a frame")
+    wait_until(lambda: proxy.stats()["forward"]["dropped_bytes"] == 12)
+    proxy.set_blocked(["forward"], reset_dirty=True)
+    server.sendall(b"pong")
+    assert recv_exactly(client, 4) == b"pong"
+    assert proxy.stats()["connections"]["reset_dirty"] == 0
+    proxy.set_blocked([], reset_dirty=True)
+    assert is_dead(client) and is_dead(server)
+    assert proxy.stats()["connections"]["reset_dirty"] == 1
+
+
 def test_bad_arguments_are_refused(pool, upstream):
     proxy = pool.add(upstream.addr)
     with pytest.raises(ValueError):
         proxy.block("sideways")
+    with pytest.raises(ValueError):
+        proxy.set_blocked(["forward", "sideways"])
     with pytest.raises(ValueError):
         proxy.set_loss(1.5)
     with pytest.raises(ValueError):

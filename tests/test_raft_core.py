@@ -157,7 +157,7 @@ def test_crash_loses_what_was_not_persisted():
 # Figure 8: only entries of the current term are committed by counting
 
 
-def _figure8(sim: Sim) -> None:
+def _figure8_abc(sim: Sim) -> None:
     s1, s2, s3, s4, s5 = sim.ids
     sim.nodes[s1].raft.campaign()
     sim.run(100)
@@ -192,6 +192,10 @@ def _figure8(sim: Sim) -> None:
         sim.nodes[s1].raft.campaign()
         sim.run(50)
     sim.run_until(lambda: sim.nodes[s1].sm_index >= 2, 300)
+
+
+def _figure8_d(sim: Sim) -> None:
+    s1, s5 = sim.ids[0], sim.ids[4]
     # (d) s1 crashes; s5 comes back and wins with s2, s3, s4 (its last term
     # 2 beats their 1) and overwrites index 2.
     sim.crash(s1)
@@ -203,32 +207,39 @@ def _figure8(sim: Sim) -> None:
     sim.run(300)
 
 
-def _figure8_sim() -> Sim:
+def _figure8_sim(**raft_kw) -> Sim:
     return Sim(5, seed=8, election_ticks=10_000, heartbeat_ticks=2, pre_vote=False,
-               check_quorum=False, max_append_entries=1, delay=(1.0, 2.0), io_delay=(0.0, 0.0))
+               check_quorum=False, max_append_entries=1, delay=(1.0, 2.0), io_delay=(0.0, 0.0),
+               **raft_kw)
 
 
 def test_figure8_previous_term_entry_is_not_committed_by_counting():
     sim = _figure8_sim()
-    _figure8(sim)
+    _figure8_abc(sim)
     s1, s2, s3 = sim.ids[:3]
+    # A majority holds index 2 (term 1), but s1 leads a later term and has
+    # no entry of its own on a majority: it must not commit index 2.
+    assert [sim.nodes[i].node.log.term(2) for i in (s1, s2, s3)] == [1, 1, 1]
+    assert sim.nodes[s1].node.term > 2 and sim.nodes[s1].node.commit == 1
+    _figure8_d(sim)
     # Index 2 was overwritten by s5's entry (term 2): safe, because it was
     # never reported committed (s1 never applied it).
     assert sim.committed[2][0] == 2
-    assert sim.nodes[s2].raft.log.term(2) == 2
+    assert sim.nodes[s2].node.log.term(2) == 2
     assert b"x" not in sim.acked
 
 
-def test_figure8_is_caught_when_counting_old_entries(monkeypatch):
-    def maybe_commit(self):
-        mci = sorted((pr.match for pr in self._prs.values()), reverse=True)[self.quorum - 1]
-        if mci > self.log.committed:   # the bug: no current-term check
-            self.log.commit_to(mci)
-            return True
-        return False
-    monkeypatch.setattr(RaftNode, "_maybe_commit", maybe_commit)
-    with pytest.raises(SafetyViolation, match="leader completeness|state machine safety"):
-        _figure8(_figure8_sim())
+def test_figure8_commit_previous_term_flag_loses_an_acknowledged_entry():
+    """The ``commit-previous-term`` bug flag: the same run, but s1 commits
+    index 2 by counting its replicas, applies it and answers its client --
+    and s5 then overwrites it."""
+    sim = _figure8_sim(commit_previous_term=True)
+    _figure8_abc(sim)
+    s1 = sim.ids[0]
+    assert sim.nodes[s1].node.commit == 2 and sim.acked[b"x"] == 2
+    with pytest.raises(SafetyViolation, match="leader completeness: n4 .* term 2 at committed "
+                                              "index 2 \\(term 1\\)"):
+        _figure8_d(sim)
 
 
 # --------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from system.config import LeaseConfig, NodeConfig
+from system.config import LeaseConfig, NodeConfig, ReadPaths
 from system.dynamo.errors import DynamoError
 from system.mvcc import MVCCStore
-from system.raft import LEADER, RaftConfig, RaftNode
+from system.raft import LEADER, RaftConfig, RaftNode, Ready
 from system.raft.messages import (AppendEntries, AppendResponse, Heartbeat, HeartbeatResponse,
                                   VoteResponse)
 from system.reads import ReadPath
@@ -40,10 +40,8 @@ def elected(time: FakeTime) -> RaftNode:
     return r
 
 
-def exchange(r: RaftNode, path: ReadPath | None = None) -> list:
-    """Hand over one Ready (its messages sent at the current time); returns
-    the followers' answers, for the test to step in when it likes."""
-    rd = r.ready()
+def answers_to(rd: Ready) -> list:
+    """The followers' answers to a Ready's messages."""
     answers = []
     for m in rd.messages:
         if isinstance(m, AppendEntries):
@@ -52,6 +50,14 @@ def exchange(r: RaftNode, path: ReadPath | None = None) -> list:
                                           seq=m.seq, ts=m.ts))
         elif isinstance(m, Heartbeat):
             answers.append(HeartbeatResponse(m.term, m.dst, m.src, seq=m.seq, ts=m.ts))
+    return answers
+
+
+def exchange(r: RaftNode, path: ReadPath | None = None) -> list:
+    """Hand over one Ready (its messages sent at the current time); returns
+    the followers' answers, for the test to step in when it likes."""
+    rd = r.ready()
+    answers = answers_to(rd)
     if path is not None:
         for rs in rd.read_states:
             path.confirmed(rs.ctx, rs.index)
@@ -162,3 +168,41 @@ def test_the_read_timestamp_is_the_last_applied_commit():
     r, path = read_path(time)
     path.store.last_commit_ts = 42 << 16
     assert path.read_ts() == 42 << 16
+
+
+@pytest.mark.parametrize("bugs", [(), ("read-index-no-apply-wait",)])
+def test_a_confirmed_read_index_waits_for_the_apply_unless_the_bug(bugs):
+    """A driver whose apply lags its commit index (etcd applies in a
+    goroutine of its own) hands over a read state above the applied index:
+    the read must wait for the apply, except under
+    ``read-index-no-apply-wait``."""
+    time = FakeTime()
+    r, path = read_path(time, reads=ReadPaths(get_item="read_index"), bugs=bugs)
+    settle(r, path)
+    r.propose(b"w")
+    for m in exchange(r, path):
+        r.step(m)                  # w (index 2) is committed, not yet applied
+
+    async def scenario() -> None:
+        read = asyncio.ensure_future(path.ensure_fresh("get_item"))
+        while not r.status()["pending_reads"]:   # its ReadIndex round, at index 2
+            await asyncio.sleep(0)
+        rd = r.ready()
+        rd.committed_entries = []  # this driver defers applying w
+        answers = answers_to(rd)
+        r.advance(rd)
+        for m in answers:
+            r.step(m)              # the quorum confirms the read
+        rd = r.ready()
+        assert [rs.index for rs in rd.read_states] == [2] and r.applied == 1
+        for rs in rd.read_states:
+            path.confirmed(rs.ctx, rs.index)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert read.done() is bool(bugs)   # served with w committed but not applied
+        r.advance(rd)              # now w is applied
+        path.applied_changed()
+        await read
+
+    asyncio.run(scenario())
+    assert path.stats.misses == 1 and path.stats.read_index_failures == 0

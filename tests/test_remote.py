@@ -1,17 +1,22 @@
 """What the backends share, without an engine or a host: the cut and iptables
-rule builders, the node command line, the shell scripts that start, stop and
-signal a node (run here on this machine), the fault bookkeeping over a fake
-channel, the backend factory, and the leader wait and pick of every backend."""
+rule builders (and which proxy direction a local cut blocks), the node command
+line, the shell scripts that start, stop and signal a node (run here on this
+machine), the fault bookkeeping over a fake channel, failpoints and crashes
+against stand-in admin endpoints, the backend factory, and the leader wait
+and pick of every backend."""
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,9 +25,10 @@ import pytest
 from harness import admin, poll, remote
 from harness.backends import make_backend, wait_for_leader
 from harness.remote import (CHAIN, BackendError, RemoteBackend, RemoteNode, chain_load_script,
-                            chain_setup_script, chain_teardown_script, cuts_of, drop_rules,
-                            netem_script, node_argv)
+                            chain_setup_script, chain_teardown_script, drop_rules, netem_script,
+                            node_argv)
 from harness.spec import BACKENDS, SpecError, TestSpec
+from nemesis.faults import UnsupportedFault, check_support, cuts_of
 
 IDS = ["n1", "n2", "n3"]
 
@@ -57,6 +63,20 @@ def test_drop_rules_one_way_cut():
     rules = drop_rules({("n1", "n2")}, nodes())
     assert rules == {"n1": [f"-A {CHAIN} -d 10.0.0.12/32 -j DROP"],
                      "n2": [f"-A {CHAIN} -s 10.0.0.11/32 -j DROP"], "n3": []}
+
+
+def test_local_cuts_block_the_proxy_direction_that_carries_src_to_dst():
+    """Link (a, b) is what a dials for b: forward is a -> b (Raft messages, and
+    requests a forwards), backward is b -> a (answers to those requests)."""
+    from harness.local_backend import blocked_directions
+
+    one_way = {("n1", "n2")}
+    assert blocked_directions(("n1", "n2"), one_way) == ["forward"]
+    assert blocked_directions(("n2", "n1"), one_way) == ["backward"]
+    assert blocked_directions(("n1", "n3"), one_way) == []
+    both = cuts_of([["n1"], ["n2", "n3"]], IDS)
+    assert blocked_directions(("n3", "n1"), both) == ["forward", "backward"]
+    assert blocked_directions(("n2", "n3"), both) == []
 
 
 def test_drop_rules_proxied_links_drop_the_senders_proxy_ports():
@@ -139,22 +159,24 @@ def _state(pid: int) -> str:
 def test_start_signal_kill_and_stop_scripts_on_this_machine(tmp_path):
     """The very scripts both backends send, run with sh here on a sleeping stand-in."""
     node = RemoteNode("n1", "127.0.0.1", str(tmp_path / "n1"), python=sys.executable)
-    argv = [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(120)"]
+    argv = [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(120)",
+            "--config", node.config]  # as the node's own command line names it
     assert _sh(remote.start_script(node, argv)) == 0
-    assert Path(node.pidfile).read_text().strip()  # written before the script returns
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (
-            Path(node.log).exists() and "up" in Path(node.log).read_text()):
-        time.sleep(0.05)
-    pid = int(Path(node.pidfile).read_text())
+    pid = int(Path(node.pidfile).read_text())  # written before the script returns
     try:
+        # by a shell that has exec'd the node already: the other scripts know it as the node
         assert _sh(remote.alive_script(node)) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                Path(node.log).exists() and "up" in Path(node.log).read_text()):
+            time.sleep(0.05)
         assert os.getsid(pid) == pid  # its own session: not killed with the channel
         assert _sh(remote.signal_script(node, "STOP")) == 0
         time.sleep(0.2)
         assert _state(pid).startswith("T")
         assert _sh(remote.kill_script(node)) == 0  # continues, kills and waits
         assert _sh(remote.alive_script(node)) != 0
+        assert _sh(remote.kill_script(node)) == 0  # again: nothing to do
         assert Path(node.data).is_dir()
         # a restart appends to the same log; stop is TERM then KILL
         assert _sh(remote.start_script(node, argv)) == 0
@@ -171,6 +193,27 @@ def test_start_signal_kill_and_stop_scripts_on_this_machine(tmp_path):
             pass
 
 
+def test_scripts_never_signal_a_process_that_took_the_nodes_old_pid(tmp_path):
+    """Once the node is gone its pid may be any process's: the pid file then names
+    a stranger, whose command line lacks the node's config file (a path that only
+    begins like it is not it)."""
+    node = RemoteNode("n1", "127.0.0.1", str(tmp_path / "n1"))
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                                 "--config", node.config + ".old"])
+    try:
+        Path(node.workdir).mkdir(parents=True)
+        Path(node.pidfile).write_text(f"{stranger.pid}\n")
+        assert _sh(remote.alive_script(node)) != 0
+        for script in (remote.signal_script(node, "STOP"), remote.kill_script(node),
+                       remote.stop_script(node, grace_s=0.1)):
+            assert _sh(script) == 0
+        time.sleep(0.2)
+        assert stranger.poll() is None and not _state(stranger.pid).startswith("T")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 # ------------------------------------------------------------------ the base class over a fake channel
 
 
@@ -185,10 +228,14 @@ class FakeBackend(RemoteBackend):
         self.nodes = nodes()
         self.scripts: list[tuple[str, str]] = []
         self.frozen: set[str] = set()
+        #: nodes whose process is gone, as the alive script sees it
+        self.exited: set[str] = set()
 
     def _sh(self, node, script, *, timeout=60.0):
         assert node not in self.frozen, f"exec in frozen {node}"
         self.scripts.append((node, script))
+        if script == remote.alive_script(self.nodes[node]):
+            return (1 if node in self.exited else 0), ""
         return 0, ""
 
     def _fetch(self, node, dest):
@@ -223,6 +270,180 @@ def test_partition_of_a_frozen_host_waits_for_its_resume(tmp_path):
     b.heal_all()
     assert not b.killed and not b.paused
     assert all(":FAULTLINE - [0:0]\nCOMMIT" in b.loads(n)[-1] for n in IDS)
+
+
+def test_killing_a_killed_node_asks_its_host_nothing(tmp_path):
+    b = FakeBackend(tmp_path)
+    b.kill("n2")
+    b.kill("n2")
+    assert sum("kill -9" in s for _, s in b.scripts) == 1 and b.killed == {"n2"}
+
+
+# ------------------------------------------------------------------ failpoints and crashes
+
+
+class FakeAdmin:
+    """A node's admin endpoint on loopback, as far as failpoints go: records every
+    request; without ``failpoints`` it has no such route (404).  A crash op gets
+    no answer (the connection just closes) and calls ``on_crash``."""
+
+    def __init__(self, failpoints: bool = True, on_crash=lambda: None, port: int = 0) -> None:
+        self.requests: list[tuple[str, dict | None]] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                fake.requests.append(("GET", None))
+                if not failpoints:
+                    self._answer(404, {"error": "Not Found"})
+                else:
+                    self._answer(200, {"fsync_delay_ms": 0, "fsync_stall": False})
+
+            def do_POST(self):
+                op = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(("POST", op))
+                if not failpoints:
+                    self._answer(404, {"error": "Not Found"})
+                elif "crash" in op:
+                    on_crash()
+                    self.close_connection = True
+                elif op.get("fsync_delay_ms", 0) < 0:
+                    self._answer(400, {"error": "fsync_delay_ms must be >= 0"})
+                else:
+                    self._answer(200, op)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
+
+    def info(self, nid: str = "n1") -> admin.NodeInfo:
+        return admin.NodeInfo(nid, "-", f"127.0.0.1:{self.port}", "-", "-", "-", "-")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_admin():
+    made: list[FakeAdmin] = []
+
+    def make(**kw) -> FakeAdmin:
+        made.append(FakeAdmin(**kw))
+        return made[-1]
+    yield make
+    for a in made:
+        a.close()
+
+
+def test_post_failpoint_returns_the_answer_and_names_the_node_and_op_on_errors(fake_admin):
+    fa = fake_admin()
+    assert admin.post_failpoint(fa.info(), {"fsync_delay_ms": 120}) == {"fsync_delay_ms": 120}
+    with pytest.raises(RuntimeError, match=r'failpoint \{"fsync_delay_ms": -1\} on n1: HTTP 400: '
+                                           r'.*must be >= 0'):
+        admin.post_failpoint(fa.info(), {"fsync_delay_ms": -1})
+    assert admin.post_failpoint(fa.info(), {"crash": "lose-unsynced"}) == {}  # no answer: fine
+    gone = fa.info()
+    fa.close()
+    for op in ({"fsync_stall": True}, {"crash": "lose-unsynced"}):  # never got there
+        with pytest.raises(admin.NotDelivered, match=r"failpoint \{.*\} on n1: .*refused"):
+            admin.post_failpoint(gone, op)
+
+
+def test_a_crash_is_asked_again_until_the_node_listens(fake_admin):
+    """A node restarted a moment ago does not listen yet: its crash waits for it."""
+    from harness.cluster import free_ports
+
+    port = free_ports(1)[0]
+    later = threading.Timer(0.3, lambda: fake_admin(port=port))
+    later.start()
+    info = admin.NodeInfo("n1", "-", f"127.0.0.1:{port}", "-", "-", "-", "-")
+    admin.post_crash(info, timeout=10)
+    later.join()
+    with pytest.raises(admin.NotDelivered, match=r"on n2: .*refused.* \(asked for 0.2 s\)"):
+        admin.post_crash(admin.NodeInfo("n2", "-", f"127.0.0.1:{free_ports(1)[0]}", "-", "-",
+                                        "-", "-"), timeout=0.2)
+
+
+def test_get_failpoints_is_none_for_a_store_without_the_route(fake_admin):
+    assert admin.get_failpoints(fake_admin().info()) == {"fsync_delay_ms": 0,
+                                                         "fsync_stall": False}
+    assert admin.get_failpoints(fake_admin(failpoints=False).info()) is None
+
+
+def _with_admins(b: FakeBackend, make) -> dict[str, FakeAdmin]:
+    """Point every node of ``b`` at an admin endpoint of its own."""
+    admins = {}
+    for nid in IDS:
+        admins[nid] = make(on_crash=lambda nid=nid: b.exited.add(nid))
+        b.nodes[nid].address, b.nodes[nid].admin_port = "127.0.0.1", admins[nid].port
+    return admins
+
+
+def _posts(a: FakeAdmin) -> list[dict]:
+    return [op for verb, op in a.requests if verb == "POST"]
+
+
+def test_failpoints_are_cleared_at_heal_on_the_nodes_that_still_have_them(tmp_path, fake_admin):
+    b = FakeBackend(tmp_path)
+    fa = _with_admins(b, fake_admin)
+    b.failpoint("n1", fsync_stall=True)
+    b.failpoint("n2", fsync_delay_ms=100)
+    b.failpoint("n3", clear=True)       # none set: nothing to ask
+    b.kill("n1")                        # its restart will have none
+    b.heal_all()
+    assert _posts(fa["n1"]) == [{"fsync_stall": True}]
+    assert _posts(fa["n2"]) == [{"fsync_delay_ms": 100}, {"clear": True}]
+    assert _posts(fa["n3"]) == [] and not b.failpointed
+    with pytest.raises(RuntimeError, match="failpoint .* on n2: HTTP 400"):
+        b.failpoint("n2", fsync_delay_ms=-1)
+    assert not b.failpointed
+
+
+def test_crash_resumes_posts_lose_unsynced_waits_until_gone_and_restart_revives(
+        tmp_path, fake_admin):
+    b = FakeBackend(tmp_path)
+    fa = _with_admins(b, fake_admin)
+    b.failpoint("n1", fsync_delay_ms=300)
+    b.pause("n1")
+    b.crash("n1")
+    assert _posts(fa["n1"])[-1] == {"crash": "lose-unsynced"} and "n1" not in b.frozen
+    assert b.killed == {"n1"} and not b.paused and not b.failpointed
+    b.crash("n1")                       # down already: asks nothing
+    b.kill("n1")
+    assert len(_posts(fa["n1"])) == 2 and not any("kill -9" in s for _, s in b.scripts)
+    b.heal_all()
+    assert not b.killed and any("system.node" in s for n, s in b.scripts if n == "n1")
+
+
+def test_a_crash_that_leaves_the_node_running_is_an_error(tmp_path, fake_admin, monkeypatch):
+    b = FakeBackend(tmp_path)
+    monkeypatch.setattr(remote, "CRASH_EXIT_S", 0.3)
+    b.nodes["n2"].address, b.nodes["n2"].admin_port = "127.0.0.1", fake_admin().port
+    with pytest.raises(BackendError, match="fake node n2 still runs 0.3 s after its crash"):
+        b.crash("n2")
+    assert not b.killed
+
+
+def test_check_support_asks_the_store_whether_it_has_failpoints(tmp_path, fake_admin):
+    b = FakeBackend(tmp_path)
+    _with_admins(b, fake_admin)
+    check_support(b, ["power-loss"])
+    b.nodes["n1"].admin_port = fake_admin(failpoints=False).port
+    with pytest.raises(UnsupportedFault, match="--nemesis disk-stall: the system under test "
+                                               "has no failpoints"):
+        check_support(b, ["kill", "disk-stall"])
 
 
 def test_close_resumes_stops_collects_and_releases_even_when_called_twice(tmp_path):
@@ -374,6 +595,50 @@ def test_statuses_of_nodes_that_do_not_answer_are_none():
     nodes = [admin.NodeInfo(nid, "-", f"127.0.0.1:{port}", "-", "-", "-", "-") for nid in IDS]
     assert admin.statuses(nodes, timeout=0.5) == {"n1": None, "n2": None, "n3": None}
     assert admin.leader_of(nodes) is None
+
+
+_FAKE_NODE = """
+import http.server, json, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        op = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if "crash" in op:
+            os._exit(137)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_local_backend_crash_waits_for_the_process_to_exit(tmp_path):
+    """A stand-in node process that exits with 137 on its crash failpoint, as the
+    store does: the backend sees it gone and counts it killed, failpoints and all."""
+    from harness.local_backend import LocalBackend
+
+    backend = LocalBackend(tmp_path, 1, {}, seed=1)
+    info = backend.cluster.node("n1")
+    proc = subprocess.Popen([sys.executable, "-c", _FAKE_NODE, info.admin.rsplit(":", 1)[1]])
+    backend.cluster.procs["n1"] = proc
+    try:
+        assert poll.poll(lambda: _answers(info) or None, timeout=10)  # listening
+        backend.failpoint("n1", fsync_stall=True)
+        assert backend.failpointed == {"n1"}
+        backend.crash("n1")
+        assert proc.returncode == 137
+        assert backend.killed == {"n1"} and not backend.failpointed
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _answers(info: admin.NodeInfo) -> bool:
+    try:
+        admin.post_failpoint(info, {"clear": True})
+        return True
+    except RuntimeError:
+        return False
 
 
 @pytest.mark.cluster

@@ -62,18 +62,17 @@ def test_stale_query_read_on_a_partitioned_leader():
     assert s.missing == [2, 3]
     assert s.stale_ms == 60.0 and s.min_stale_ms == 40.0
     assert s.at_s == 0.09
-    assert r.stale_by_kind == {
-        "read-query": {"reads": 1, "stale": 1, "missed": 2, "max_stale_ms": 60.0},
-        "read-scan": {"reads": 1, "stale": 0, "missed": 0, "max_stale_ms": None},
-        "final-read": {"reads": 1, "stale": 0, "missed": 0, "max_stale_ms": None}}
-    assert r.stale_by_node["n1"] == {"reads": 1, "stale": 1, "missed": 2,
-                                     "max_stale_ms": 60.0}
-    assert r.stale_by_node["n2"]["stale"] == 0
+    assert s.oldest is by_element(ops)[2]  # the earliest acknowledged of those it missed
+    st = r.staleness
+    assert {k: (d.reads, d.stale, d.max) for k, d in st.by_read.items()} == {
+        "final-read": (1, 0, None), "read-query": (1, 1, 60.0), "read-scan": (1, 0, None)}
+    assert {k: (d.reads, d.stale, d.max) for k, d in st.by_node.items()} == {
+        "n1": (1, 1, 60.0), "n2": (1, 0, None), "n3": (1, 0, None)}
+    assert (st.overall.stale, st.overall.p50, st.overall.max) == (1, 60.0, 60.0)
     assert r.lost == [] and r.phantoms == [] and r.duplicates == []
     assert r.final_source == "final-read" and len(r.final_reads) == 1
     f = r.figures()
     assert f["stale_reads"] == 1 and f["stale_elements"] == 2
-    assert f["stale_ms"] == {"max": 60.0, "p50": 60.0, "min": 60.0}
     assert f["adds"] == {"ok": 3} and f["ok_reads"] == 3
     # The witness: the stale read and the two adds it missed, as op records.
     w = r.witness
@@ -254,8 +253,7 @@ def test_concurrent_adds_may_or_may_not_be_seen():
     assert r.verdict == VALID, r.describe()
     assert r.stale_reads == [] and r.early == [] and r.lost == []
     assert r.witness is None
-    assert r.stale_by_kind["read-query"] == {"reads": 2, "stale": 0, "missed": 0,
-                                             "max_stale_ms": None}
+    assert (r.staleness.by_read["read-query"].reads, r.staleness.overall.stale) == (2, 0)
 
 
 def test_info_adds_recovered_and_never_read():
@@ -357,14 +355,14 @@ def test_100k_ops_in_well_under_a_few_seconds():
     assert r.verdict == INVALID
     # The first frozen read is up to date; the 9 after it miss ever more.
     assert len(r.stale_reads) == 9
-    assert r.stale_by_node["n1"] == {"reads": 10, "stale": 9, "missed": sum(
-        999 * k for k in range(1, 10)), "max_stale_ms": 8998.5}
-    assert r.stale_by_node["n2"]["stale"] == 0
+    n1 = r.staleness.by_node["n1"]
+    assert (n1.reads, n1.stale, n1.max) == (10, 9, 8998.5)
+    assert r.staleness.by_node["n2"].stale == 0
     first, last = r.stale_reads[0], r.stale_reads[-1]
     assert first.missing == list(range(61_000, 61_999))
     assert (first.stale_ms, first.min_stale_ms) == (998.5, 0.5)
     assert len(last.missing) == 999 * 9 and last.missing[0] == 61_000
-    assert r.stale_windows()["max"] == 8998.5
+    assert r.staleness.overall.max == 8998.5
     assert r.lost == []
 
 

@@ -356,8 +356,9 @@ def test_one_fsync_per_sync_batch(tmp_path, monkeypatch):
     real = storage_mod._datasync
     monkeypatch.setattr(storage_mod, "_datasync", lambda fd: (calls.append(fd), real(fd)))
     dirs = []
-    real_dir = storage_mod._fsync_dir
-    monkeypatch.setattr(storage_mod, "_fsync_dir", lambda p: (dirs.append(p), real_dir(p)))
+    real_dir = RaftStorage._fsync_dir
+    monkeypatch.setattr(RaftStorage, "_fsync_dir",
+                        lambda self, p: (dirs.append(p), real_dir(self, p)))
     s, _ = opened(tmp_path)
     dirs.clear()
     for batch in range(3):

@@ -368,6 +368,52 @@ def test_set_check_reports_stale_reads_with_the_whole_history_on_its_page():
     assert out.describe(a.op) == "read-query -> 0 elements"
 
 
+def test_register_check_measures_staleness_and_takes_a_bound():
+    # get -> 1001 on n3 began 500 ms after put 1002 (begun after put 1001 returned) was acked.
+    h = history_of((0, 10, 0, "put", "k0", 1001, 1001, "n1"),
+                   (20, 30, 1, "put", "k0", 1002, 1002, "n2"),
+                   (530, 540, 2, "get", "k0", None, 1001, "n3"),
+                   (550, 560, 2, "get", "k0", None, 1002, "n1"))
+    ops = h.operations()
+    plain = checked(RegisterWorkload(), h)
+    st = plain.results["staleness"]
+    assert plain.verdict == INVALID
+    assert (st["reads"], st["stale"], st["max_ms"], st["max_staleness_ms"]) == (2, 1, 500.0, None)
+    assert st["by_node"]["n3"]["stale"] == 1 and st["by_node"]["n1"]["stale"] == 0
+    assert st["by_read"]["get"]["family"] == "get_item"
+    assert st["worst"][0]["superseded_by"] == ops[1].id
+    assert plain.summary[:2] == [
+        "linearizability: INVALID over 1 keys",
+        "  stale reads: 1 of 2 ok reads, max 500 ms (n3, get), p50 500 ms, p90 500 ms, "
+        "p99 500 ms"]
+    for bound, verdict in ((499, INVALID), (500, VALID), (2000, VALID)):
+        out = RegisterWorkload().check(ops, t0=0, path=h.path, max_staleness_ms=bound)
+        assert out.verdict == verdict, bound
+        assert out.results["staleness"]["max_staleness_ms"] == bound
+        assert out.results["staleness"]["max_ms"] == 500.0  # reported in full
+    assert out.summary[0] == "linearizability: VALID within max staleness 2,000 ms over 1 keys"
+    tight = RegisterWorkload().check(ops, t0=0, path=h.path, max_staleness_ms=499)
+    [a] = tight.anomalies
+    assert a.op is ops[2] and a.time == 530 * MS  # the op given, at its real time
+
+
+def test_set_check_takes_a_bound_and_reports_staleness_in_full():
+    h = history_of((0, 10, 0, "add", None, 1, 1, "n1"),
+                   (510, 520, 1, "read-query", None, None, [], "n3"),
+                   (540, 550, 2, "read-scan", None, None, [1], "n2"))
+    plain = checked(SetWorkload(), h)
+    assert plain.verdict == INVALID
+    assert plain.results["staleness"]["by_read"]["read-query"]["family"] == "query"
+    out = SetWorkload().check(h.operations(), t0=0, path=h.path, max_staleness_ms=500)
+    assert (out.verdict, out.anomalies) == (VALID, [])
+    st = out.results["staleness"]
+    assert (st["stale"], st["max_ms"], st["beyond_bound"], st["max_staleness_ms"]) == (
+        1, 500.0, 0, 500)
+    assert out.summary[0] == "set: VALID within max staleness 500 ms"
+    assert "  stale reads: 1 of 2 ok reads, max 500 ms (n3, read-query), p50 500 ms, " \
+           "p90 500 ms, p99 500 ms; all within the max staleness of 500 ms" in out.summary
+
+
 def test_bank_check_uses_the_workloads_total_and_accounts():
     bank = BankWorkload(accounts=2, initial=10)
     h = history_of((0, 10, 0, "read-txn", None, None, {"a0": 10, "a1": 10}, "n1"),
@@ -381,3 +427,5 @@ def test_bank_check_uses_the_workloads_total_and_accounts():
     valid = checked(bank, history_of((0, 10, 0, "read-txn", None, None, {"a0": 10, "a1": 10},
                                       "n1")))
     assert (valid.verdict, valid.anomalies) == (VALID, [])
+    bounded = bank.check(h.operations(), t0=0, path=h.path, max_staleness_ms=10_000)
+    assert bounded.verdict == INVALID  # a bound changes nothing of the bank's invariants

@@ -109,7 +109,10 @@ class RaftConfig:
     TimeoutNow neither bumps the lease generation nor clears the quorum ack
     times, and the step-down that follows keeps them: the ex-leader's
     :meth:`quorum_ack_time` still answers, as if the invalidation callback
-    had never fired).
+    had never fired), ``commit_previous_term=True``
+    (``commit-previous-term``: the leader commits an entry of an earlier
+    term once a majority holds it, the Raft paper's Figure 8 bug; such an
+    entry can still be overwritten by a leader elected without it).
     """
 
     id: str
@@ -126,6 +129,7 @@ class RaftConfig:
     compaction_margin: int = 1_000       # entries kept behind a snapshot for slow followers
     noop_before_reads: bool = True
     lease_survives_transfer: bool = False
+    commit_previous_term: bool = False
 
     def __post_init__(self) -> None:
         self.peers = list(self.peers)
@@ -888,15 +892,18 @@ class RaftNode:
         matches = sorted((pr.match for pr in self._prs.values()), reverse=True)
         mci = matches[self.quorum - 1]
         log = self.log
-        # Only entries of the current term are committed by counting (§5.4.2).
-        if mci > log.committed and log.term(mci) == self.term:
-            log.commit_to(mci)
-            if self._reads_waiting_noop:
-                waiting, self._reads_waiting_noop = self._reads_waiting_noop, []
-                for ctx in waiting:
-                    self._register_read(ctx)
-            return True
-        return False
+        own_term = log.term(mci) == self.term
+        # Only entries of the current term are committed by counting (§5.4.2):
+        # a majority holding an older entry does not stop a candidate with a
+        # later last term from winning without it and overwriting it (Figure 8).
+        if mci <= log.committed or not (own_term or self.config.commit_previous_term):
+            return False
+        log.commit_to(mci)
+        if own_term and self._reads_waiting_noop:
+            waiting, self._reads_waiting_noop = self._reads_waiting_noop, []
+            for ctx in waiting:
+                self._register_read(ctx)
+        return True
 
     def _send_timeout_now(self, to: str) -> None:
         self._send(TimeoutNow(self.term, self.id, to))
