@@ -320,13 +320,15 @@ def loss(b: Backend, rng: random.Random) -> Active:
 
 
 def disk_slow(b: Backend, rng: random.Random) -> Active:
-    """Every fsync of the leader sleeps 50-500 ms: a slow disk holds back every
-    write it must persist before acknowledging."""
-    node, picked = _leader_or_any(b, rng)
+    """Every fsync of a majority, the leader among them, sleeps 50-500 ms: any
+    quorum then holds a slow disk, so every commit waits on one, while
+    heartbeats, which persist nothing, stay fast."""
+    nodes, picked = _majority_with_leader(b, rng)
     ms = rng.randint(50, 500)
-    b.failpoint(node, fsync_delay_ms=ms)
-    return Active("disk-slow", {"node": node, "fsync_delay_ms": ms, **picked},
-                  lambda: b.failpoint(node, clear=True))
+    act = _each("disk-slow", lambda n: b.failpoint(n, fsync_delay_ms=ms),
+                lambda n: b.failpoint(n, clear=True), nodes, picked)
+    act.targets["fsync_delay_ms"] = ms
+    return act
 
 
 def disk_stall(b: Backend, rng: random.Random) -> Active:

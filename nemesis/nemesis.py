@@ -136,7 +136,7 @@ def _what(fault: str, targets: dict[str, Any]) -> str:
             return f"nothing reaches {who} from {' '.join(sorted(src for src, _ in cuts))}"
         return f"nothing {who} sends reaches {' '.join(sorted(dst for _, dst in cuts))}"
     if "fsync_delay_ms" in targets:
-        return f"{who}'s fsyncs +{targets['fsync_delay_ms']:g} ms"
+        return f"fsyncs +{targets['fsync_delay_ms']:g} ms on {who}"
     if "fsync_stall" in targets:
         return f"{who}'s fsyncs stall"
     if fault == "power-loss":

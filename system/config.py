@@ -84,6 +84,11 @@ class RaftTimings:
     #: entries kept behind a snapshot for followers that lag a little
     compaction_margin: int = 1_000
     max_append_entries: int = 256
+    #: committed entries the apply stage applies before it yields to the
+    #: Raft driver (etcd caps a Ready's committed entries likewise,
+    #: MaxCommittedSizePerReady): a backlog is applied a chunk at a time
+    #: while reads are confirmed and heartbeats go out.
+    max_apply_batch: int = 64
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class NodeConfig:
         r = self.raft
         if not 0 < r.tick_ms <= r.heartbeat_ms < r.election_timeout_ms:
             raise ConfigError("raft: need 0 < tick_ms <= heartbeat_ms < election_timeout_ms")
+        if r.max_apply_batch < 1:
+            raise ConfigError(f"raft.max_apply_batch: {r.max_apply_batch} must be >= 1")
 
     def has(self, bug: str) -> bool:
         return bug in self.bugs

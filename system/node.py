@@ -9,8 +9,11 @@ Raft messages and the address to forward DynamoDB requests to (in the
 harness's local backend, both are TCP proxies it controls).
 
 The event loop owns everything: the Raft core, the MVCC store and the API
-handlers run on it, so a handler never sees a half-applied entry; only the
-storage calls that fsync run in a worker thread (so a slow or stalled disk,
+handlers run on it, so a handler never sees a half-applied entry.  The Raft
+driver and the apply stage (:mod:`system.apply`) are two tasks on it: the
+driver persists, sends and hands committed entries over; the stage applies
+them a chunk at a time, so a backlog lags the commit index as it does in
+etcd or elastickv.  Only the storage calls that fsync run in a worker thread (so a slow or stalled disk,
 see :mod:`system.failpoints`, never stops the admin endpoint).  Every reading
 of time goes through one :class:`~system.clock.Clock`, which the admin
 endpoint can skew.
@@ -38,6 +41,7 @@ from aiohttp.typedefs import Handler
 
 from system import config as node_config
 from system.clock import Clock
+from system.apply import ApplyStage, Result
 from system.config import NodeConfig
 from system.dynamo import errors
 from system.dynamo.commands import apply_command
@@ -99,7 +103,6 @@ class Node:
         self.store = MVCCStore()
         self.service = DynamoService(self)
         self._forwardable = frozenset(self.service.operations)
-        self._pending: dict[int, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
         self._wake = asyncio.Event()
         #: set (and replaced) whenever this node's role or leader changes
         self._leader_changed = asyncio.Event()
@@ -120,7 +123,7 @@ class Node:
             compaction_margin=r.compaction_margin,
             noop_before_reads=not cfg.has("no-noop-read"),
             lease_survives_transfer=cfg.has("lease-survives-transfer"),
-            commit_previous_term=cfg.has("commit-previous-term"))
+            commit_previous_term=cfg.has("commit-previous-term"), async_apply=True)
         state = StorageState(
             hard_state=HardState(hs.term, hs.vote, hs.commit),
             entries=[Entry(e.index, e.term, e.data) for e in entries],
@@ -128,6 +131,8 @@ class Node:
         self.raft = RaftNode(rc, state, rng=random.Random(seed), now=self.lease_now,
                              on_lease_invalidated=self._lease_invalidated)
         self.reads = ReadPath(cfg, self.raft, self.store, self.lease_now, self._wake.set)
+        self.applier = ApplyStage(self.raft, self._execute, self.store.restore, self._applied,
+                                  r.max_apply_batch)
         self.transport = Transport(raft_addr, {p: a.raft for p, a in peers.items()},
                                    self._on_message)
         log.info("node %s starting: term %d, %d log entries, snapshot at %s, bugs %s",
@@ -178,16 +183,7 @@ class Node:
                     await loop.run_in_executor(None, self.storage.sync)
                 for m in rd.messages:
                     self.transport.send(m.dst, m.to_wire())
-                if rd.snapshot is not None:
-                    self.store.restore(rd.snapshot.data)
-                    log.info("installed snapshot at index %d", rd.snapshot.index)
-                    # proposals the snapshot covers: whether they made it is unknown here
-                    for index in [i for i in self._pending if i <= rd.snapshot.index]:
-                        fut = self._pending.pop(index)[1]
-                        if not fut.done():
-                            fut.set_exception(NotLeader(self.raft.lead, "covered by a snapshot"))
-                for e in rd.committed_entries:
-                    self._apply(e)
+                self.applier.submit(rd.snapshot, rd.committed_entries)
                 for rs in rd.read_states:
                     self.reads.confirmed(rs.ctx, rs.index)
                 for ctx in rd.dropped_reads:
@@ -195,35 +191,26 @@ class Node:
                 if rd.soft_state is not None:
                     self._role_changed(rd.soft_state.role, rd.soft_state.leader)
                 self.raft.advance(rd)
-                self.reads.applied_changed()
-                if self.raft.compaction_due():
-                    await self._compact()
+            # The apply stage wakes the driver as it advances, so this runs
+            # between Readies: the store and ``applied`` agree here.
+            if self.raft.compaction_due():
+                await self._compact()
 
-    def _apply(self, e: Entry) -> None:
-        waiter = self._pending.pop(e.index, None)
-        if not e.data:  # the leader's no-op
-            if waiter and not waiter[1].done():
-                waiter[1].set_exception(NotLeader(self.raft.lead, "proposal overwritten"))
-            return
+    def _applied(self) -> None:
+        self.reads.applied_changed()
+        self._wake.set()
+
+    def _execute(self, e: Entry) -> Result:
         rec = msgpack.unpackb(e.data, raw=False)
         # Deterministic on every replica: the proposer's HLC time, made
         # strictly increasing in log order.
         ts = max(int(rec["ts"]), self.store.last_commit_ts + 1)
         self.hlc.observe(ts)
         try:
-            result = apply_command(self.store, ts, rec["cmd"])
+            return apply_command(self.store, ts, rec["cmd"])
         except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the node
             log.exception("apply of entry %d failed", e.index)
-            result = {"error": errors.internal_server_error(f"apply failed: {exc}").to_body()}
-        if waiter is None:
-            return
-        term, fut = waiter
-        if fut.done():
-            return
-        if term == e.term:
-            fut.set_result(result)
-        else:
-            fut.set_exception(NotLeader(self.raft.lead, "proposal overwritten"))
+            return {"error": errors.internal_server_error(f"apply failed: {exc}").to_body()}
 
     def _role_changed(self, role: str, leader: str | None) -> None:
         # Pending proposals stay pending: their entries may still commit
@@ -266,13 +253,12 @@ class Node:
         except NotLeader as e:
             raise errors.service_unavailable(f"not the leader ({e.reason}); "
                                              f"leader hint {e.leader_hint}") from None
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[index] = (self.raft.term, fut)
+        fut = self.applier.expect(index, self.raft.term)
         self._wake.set()
         try:
             # Not shielded: a write that times out (or whose request goes
-            # away) cancels its future, and _apply then skips it instead of
-            # setting an answer nobody will read.
+            # away) cancels its future, and the apply stage then skips it
+            # instead of setting an answer nobody will read.
             return await asyncio.wait_for(fut, PROPOSE_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise errors.internal_server_error(
@@ -447,7 +433,8 @@ class Node:
             await runner.setup()
             await web.TCPSite(runner, host, port, reuse_address=True).start()
             self._runners.append(runner)
-        self._tasks += [asyncio.create_task(self._ticker()), asyncio.create_task(self._driver())]
+        self._tasks += [asyncio.create_task(t) for t in
+                        (self._ticker(), self._driver(), self.applier.run())]
         self._wake.set()
         log.info("serving: api %s:%d, admin %s:%d, raft %s:%d", *self.api_addr,
                  *self.admin_addr, *self.raft_addr)

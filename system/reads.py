@@ -16,9 +16,10 @@ applied commit) only once :meth:`ReadPath.ensure_fresh` has returned, with no
 completed (``read-ts-before-check`` samples it before the check instead).
 A ReadIndex check returns only once the state machine has applied the read
 index (``read-index-no-apply-wait`` returns at the quorum's confirmation).
-This node's driver applies every committed entry of a Ready before it hands
-over that Ready's read states, so the wait matters only to a driver whose
-apply lags its commit index (etcd applies in a goroutine of its own).
+The node applies apart from its Raft driver (:mod:`system.apply`, as etcd
+and elastickv do), so a read can be confirmed while a backlog is still being
+applied -- e.g. the previous leader's tail, which a new leader commits with
+its no-op -- and the wait is what keeps it from missing that backlog.
 
 The lease is the time by which a quorum had acknowledged this leader
 (:meth:`~system.raft.core.RaftNode.quorum_ack_time`) plus
@@ -70,9 +71,10 @@ class LeaseStats:
 class ReadPath:
     """The freshness check of every read family, and the lease it keeps.
 
-    The node's Raft driver feeds it: :meth:`confirmed` and :meth:`dropped`
-    for the Ready's read states and dropped reads, :meth:`applied_changed`
-    after each Ready, :meth:`role_changed` and :meth:`invalidated`.
+    The node's Raft driver feeds it :meth:`confirmed` and :meth:`dropped`
+    for the Ready's read states and dropped reads, :meth:`role_changed` and
+    :meth:`invalidated`; the apply stage calls :meth:`applied_changed` after
+    each chunk it applies.
     """
 
     def __init__(self, cfg: NodeConfig, raft: RaftNode, store: MVCCStore,

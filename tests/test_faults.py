@@ -88,16 +88,20 @@ def test_one_way_faults_cut_one_direction_of_every_leader_link(name, inbound):
     assert b.calls[-1] == ("heal",)
 
 
-def test_disk_slow_delays_the_leaders_fsyncs_by_a_seeded_amount():
+def test_disk_slow_delays_a_majoritys_fsyncs_by_a_seeded_amount():
     delays = []
     for seed in range(30):
         b = RecordingBackend()
         act = FAULTS["disk-slow"](b, random.Random(seed))
         ms = act.targets["fsync_delay_ms"]
         assert isinstance(ms, int) and 50 <= ms <= 500
-        assert b.calls == [("failpoint", "n3", {"fsync_delay_ms": ms})]
-        assert act.targets["node"] == "n3" and act.targets["term"] == 7
+        nodes = act.targets["nodes"]
+        assert "n3" in nodes and len(set(nodes)) == len(b.node_ids) // 2 + 1
+        assert b.calls == [("failpoint", n, {"fsync_delay_ms": ms}) for n in nodes]
+        assert act.targets["leader"] == "n3" and act.targets["term"] == 7
         delays.append(ms)
+        act.undo()
+        assert b.calls[-len(nodes):] == [("failpoint", n, {"clear": True}) for n in nodes]
     assert len(set(delays)) > 10
     again = FAULTS["disk-slow"](RecordingBackend(), random.Random(0)).targets["fsync_delay_ms"]
     assert again == delays[0]

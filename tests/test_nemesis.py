@@ -84,7 +84,7 @@ def test_every_fault_starts_and_undoes(name):
               "clock": [("clock", nodes[0], {"reset": True})],
               "kill": [("restart", n) for n in nodes], "power": [("restart", n) for n in nodes],
               "pause": [("resume", n) for n in nodes],
-              "disk": [("failpoint", nodes[0], {"clear": True})],
+              "disk": [("failpoint", n, {"clear": True}) for n in nodes],
               "delay": [("delay", 0)], "loss": [("loss", 0)], "leader": []}
     assert b.calls[before:] == undone[name.split("-")[0]]
 

@@ -616,6 +616,31 @@ def test_lagging_node_catches_up_by_snapshot():
     sim.check_convergence()
 
 
+def test_async_apply_hands_entries_over_once_and_applied_follows_the_driver():
+    """With ``async_apply`` an advanced Ready only hands its committed entries
+    over: ``applied`` (which compaction relies on) moves only as the driver
+    reports its apply, and no entry is handed over twice meanwhile."""
+    cfg = RaftConfig(id="a", peers=["a"], heartbeat_ticks=2, election_ticks=10,
+                     snapshot_threshold=3, async_apply=True)
+    a = RaftNode(cfg, rng=random.Random(0))
+    a.campaign()
+    for k in range(4):
+        a.propose(b"c%d" % k)
+    rd = drain(a)
+    assert [e.index for e in rd.committed_entries] == [1, 2, 3, 4, 5]
+    assert a.applied == 0 and not a.has_ready() and not a.compaction_due()
+    with pytest.raises(ValueError):
+        a.compact(3, b"")              # handed over, not applied
+    with pytest.raises(ValueError):
+        a.applied_to(6)                # never handed over
+    a.applied_to(3)
+    assert a.applied == 3 and a.compaction_due() and a.compact(3, b"state@3").index == 3
+    a.propose(b"c4")
+    assert [e.index for e in drain(a).committed_entries] == [6]
+    a.applied_to(6)
+    assert a.applied == 6
+
+
 def test_compact_rules_and_recovery_with_a_margin():
     cfg = RaftConfig(id="a", peers=["a"], heartbeat_ticks=2, election_ticks=10,
                      snapshot_threshold=5, compaction_margin=3)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from system.apply import ApplyStage
 from system.config import LeaseConfig, NodeConfig, ReadPaths
 from system.dynamo.errors import DynamoError
 from system.mvcc import MVCCStore
@@ -31,8 +32,8 @@ class FakeTime:
         return self.ms
 
 
-def elected(time: FakeTime) -> RaftNode:
-    r = RaftNode(RaftConfig(id="n1", peers=["n1", "n2", "n3"]), now=time.now)
+def elected(time: FakeTime, **raft_cfg) -> RaftNode:
+    r = RaftNode(RaftConfig(id="n1", peers=["n1", "n2", "n3"], **raft_cfg), now=time.now)
     r.campaign()
     r.step(VoteResponse(r.term + 1, "n2", "n1", granted=True, pre=True))
     r.step(VoteResponse(r.term, "n2", "n1", granted=True))
@@ -203,6 +204,86 @@ def test_a_confirmed_read_index_waits_for_the_apply_unless_the_bug(bugs):
         r.advance(rd)              # now w is applied
         path.applied_changed()
         await read
+
+    asyncio.run(scenario())
+    assert path.stats.misses == 1 and path.stats.read_index_failures == 0
+
+
+@pytest.mark.parametrize("bugs", [(), ("read-index-no-apply-wait",)])
+def test_the_apply_stage_applies_a_backlog_in_chunks_while_reads_are_confirmed(bugs):
+    """The node's apply stage takes a backlog of six chunks a chunk at a
+    time and yields between them, so the driver confirms a ReadIndex read
+    mid-backlog: the read must wait until the backlog is applied (unless
+    ``read-index-no-apply-wait``), and no write is answered before its entry
+    is applied."""
+    time = FakeTime()
+    r = elected(time, async_apply=True)
+    path = ReadPath(NodeConfig(reads=ReadPaths(get_item="read_index"), bugs=bugs), r,
+                    MVCCStore(), time.now, lambda: None)
+    executed: list[int] = []
+    chunks_ended_at: list[int] = []
+
+    def execute(e) -> dict:
+        executed.append(e.index)
+        return {"index": e.index}
+
+    def progressed() -> None:
+        chunks_ended_at.append(r.applied)
+        path.applied_changed()
+
+    stage = ApplyStage(r, execute, path.store.restore, progressed, batch=2)
+
+    def hand_over() -> list:
+        """The driver's Ready loop, with the apply left to the stage."""
+        rd = r.ready()
+        answers = answers_to(rd)
+        stage.submit(rd.snapshot, rd.committed_entries)
+        for rs in rd.read_states:
+            path.confirmed(rs.ctx, rs.index)
+        r.advance(rd)
+        return answers
+
+    async def served_at() -> int:
+        await path.ensure_fresh("get_item")
+        return r.applied
+
+    async def scenario() -> None:
+        applier = asyncio.ensure_future(stage.run())
+        for m in hand_over():
+            r.step(m)              # the no-op commits ...
+        hand_over()
+        while r.applied < 1:       # ... and is applied
+            await asyncio.sleep(0)
+        writes = {}
+        for k in range(12):
+            index = r.propose(b"w%d" % k)
+            writes[index] = stage.expect(index, r.term)
+        acked_after_apply = {}
+        for index, fut in writes.items():
+            fut.add_done_callback(lambda f, i=index: acked_after_apply.__setitem__(
+                i, f.result() == {"index": i} and i in executed and r.applied >= i))
+        for m in hand_over():
+            r.step(m)              # entries 2..13 commit
+        read = asyncio.ensure_future(served_at())
+        while not r.status()["pending_reads"]:   # its ReadIndex round, at index 13
+            await asyncio.sleep(0)
+        answers = hand_over()      # the backlog 2..13 goes to the stage
+        while r.applied < 3:
+            await asyncio.sleep(0)
+        assert r.applied == 3      # one chunk, then the stage yielded
+        for m in answers:
+            r.step(m)              # the quorum confirms the read, mid-backlog
+        hand_over()
+        applied_when_served = await read
+        await asyncio.gather(*writes.values())
+        applier.cancel()
+        assert chunks_ended_at == [1, 3, 5, 7, 9, 11, 13]
+        assert executed == list(range(2, 14))
+        assert acked_after_apply == {i: True for i in range(2, 14)}
+        if bugs:
+            assert applied_when_served < 13    # served before the backlog was applied
+        else:
+            assert applied_when_served == 13
 
     asyncio.run(scenario())
     assert path.stats.misses == 1 and path.stats.read_index_failures == 0

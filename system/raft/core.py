@@ -26,6 +26,14 @@ The driver loop (one Ready outstanding at a time)::
         #    rd.dropped_reads.
         # 4. node.advance(rd)
 
+With ``config.async_apply`` step 3 only hands the snapshot and the committed
+entries over to an apply stage that runs apart from this loop (as etcd's
+server and elastickv apply): ``advance`` then means "handed over", the next
+Ready carries only entries committed since, and the stage reports how far it
+has applied with ``node.applied_to(index)``, as etcd's ``Advance`` /
+``AppliedIndex`` split goes. ``applied`` (what leases, read waits and
+``compact`` rely on) is that reported index.
+
 Inputs may be given between ``ready()`` and ``advance()`` (e.g. while the
 fsync runs); their effects go into the next Ready. A crash anywhere in the
 loop is safe as long as step 2 never overtakes step 1: whatever was not
@@ -130,6 +138,8 @@ class RaftConfig:
     noop_before_reads: bool = True
     lease_survives_transfer: bool = False
     commit_previous_term: bool = False
+    #: the driver applies apart from the Ready loop and calls applied_to()
+    async_apply: bool = False
 
     def __post_init__(self) -> None:
         self.peers = list(self.peers)
@@ -397,7 +407,7 @@ class RaftNode:
         if self._msgs:
             return True
         log = self.log
-        if log.last_index() > log.stable or log.committed > log.applied:
+        if log.last_index() > log.stable or log.committed > log.applying:
             return True
         p = self._persisted_hs
         if self.term != p.term or self.vote != p.vote or log.committed != p.commit:
@@ -418,7 +428,7 @@ class RaftNode:
         hs_changed = hs != self._persisted_hs
         snap = log.pending_snapshot
         entries = log.entries[log.stable - log.offset:] if log.last_index() > log.stable else []
-        start = max(log.applied, snap.index if snap else 0) + 1
+        start = max(log.applying, snap.index if snap else 0) + 1
         committed = (log.entries[start - log.offset - 1: log.committed - log.offset]
                      if log.committed >= start else [])
         soft = SoftState(self.role, self.lead)
@@ -447,7 +457,8 @@ class RaftNode:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The driver has persisted, sent and applied ``rd``."""
+        """The driver has persisted, sent and applied ``rd`` (with
+        ``async_apply``: handed its snapshot and entries to the apply stage)."""
         if rd is not self._outstanding:
             raise RuntimeError("advance() with a Ready that is not the outstanding one")
         log = self.log
@@ -457,10 +468,20 @@ class RaftNode:
             log.stable = max(log.stable, log.handed)
             log.handed = None
         if rd.snapshot is not None:
-            log.applied = max(log.applied, rd.snapshot.index)
+            log.applying = max(log.applying, rd.snapshot.index)
         if rd.committed_entries:
-            log.applied = max(log.applied, rd.committed_entries[-1].index)
+            log.applying = max(log.applying, rd.committed_entries[-1].index)
+        if not self.config.async_apply:
+            log.applied = log.applying
         self._outstanding = None
+
+    def applied_to(self, index: int) -> None:
+        """With ``async_apply``: the state machine has applied everything up
+        to ``index``, which an advanced Ready handed over."""
+        log = self.log
+        if index > log.applying:
+            raise ValueError(f"applied {index}, but only {log.applying} was handed over")
+        log.applied = max(log.applied, index)
 
     # ======================================================================
     # Facts for the node

@@ -11,6 +11,8 @@ Bookkeeping for ``Ready``:
 
 * ``stable``: entries up to here are durable (or superseded by a snapshot
   waiting to be persisted); entries after it go into the next Ready.
+* ``applying``: committed entries up to here have been handed to the driver
+  to apply; ``applied`` (<= ``applying``) is how far it has applied them.
 * ``pending_snapshot``: a snapshot received from the leader, to be persisted
   (and the state machine restored from it) in the next Ready.
 * ``truncate_from``: set when a conflicting suffix was cut off below what
@@ -35,7 +37,7 @@ class LogError(RuntimeError):
 
 class RaftLog:
     __slots__ = ("offset", "offset_term", "entries", "snapshot", "committed",
-                 "applied", "stable", "handed", "pending_snapshot", "truncate_from")
+                 "applied", "applying", "stable", "handed", "pending_snapshot", "truncate_from")
 
     def __init__(self, snapshot: Snapshot | None = None,
                  entries: list[Entry] | None = None,
@@ -71,6 +73,7 @@ class RaftLog:
         # lead the durable log; the snapshot is committed by definition.
         self.committed = min(max(committed, snap_index), last)
         self.applied = snap_index if applied is None else max(min(applied, self.committed), snap_index)
+        self.applying = self.applied
         self.stable = last
         self.handed: int | None = None     # last entry index of an outstanding Ready
         self.pending_snapshot: Snapshot | None = None
