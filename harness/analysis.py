@@ -44,6 +44,9 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
         ops, t0, history.path, max_staleness_ms=spec.max_staleness_ms)
     faults = nemesis_intervals(nemesis_events, end=end)
     anomalies = outcome.anomalies
+    for group in outcome.results.get("staleness", {}).get("by_read", {}).values():
+        if group.get("family"):
+            group["path"] = spec.read_path_of(group["family"])
 
     results: dict[str, Any] = {"workload": spec.workload, "ops": len(ops), "t0_ns": t0,
                                "duration_s": _at(end, t0), **outcome.results,

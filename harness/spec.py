@@ -32,6 +32,8 @@ STORE_DEFAULTS: dict[str, Any] = {"read_path": "lease", "lease_clock": "monotoni
                                   "lease_anchor": "sent", "drift_bound": 0.0}
 #: The store's default lease is the election timeout less this.
 LEASE_MARGIN_MS = 300
+#: The read families ``unchecked-range-reads`` leaves unchecked.
+RANGE_FAMILIES = ("query", "scan", "transact_get_items")
 
 
 class SpecError(ValueError):
@@ -190,6 +192,14 @@ class TestSpec:
         if self.bugs:
             cfg["bugs"] = list(self.bugs)
         return cfg
+
+    def read_path_of(self, family: str) -> str:
+        """The path reads of ``family`` take on the leader in this test, bug
+        flags applied (``unchecked-range-reads`` sends range reads down the
+        unchecked path), for reports that group reads by path."""
+        if "unchecked-range-reads" in self.bugs and family in RANGE_FAMILIES:
+            return "local"
+        return self.read_path or STORE_DEFAULTS["read_path"]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,20 @@ def test_the_harness_lists_equal_the_stores(name):
     assert getattr(spec, name) == getattr(config, name)
 
 
+def test_the_unchecked_range_families_equal_the_stores():
+    from system import reads
+    assert spec.RANGE_FAMILIES == reads.RANGE_FAMILIES
+
+
+def test_a_specs_read_path_per_family_applies_the_unchecked_flag():
+    plain = spec.TestSpec(read_path="read_index")
+    assert plain.read_path_of("scan") == "read_index"
+    assert spec.TestSpec().read_path_of("get_item") == "lease"
+    buggy = spec.TestSpec(bugs=["unchecked-range-reads"])
+    assert [buggy.read_path_of(f) for f in ("get_item", "query", "scan")] == [
+        "lease", "local", "local"]
+
+
 def test_bug_flags_equal_the_stores():
     assert spec.BUG_FLAGS == tuple(config.BUGS)
 
