@@ -7,6 +7,7 @@ nemesis/ alone); the real local backend is exercised by the run tests.
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import pytest
@@ -109,6 +110,24 @@ def test_a_leader_fault_records_and_says_the_term_its_target_led(name, record, w
     assert act.targets.items() >= {**record, "leader": "n3", "term": 7}.items()
     line = describe(name, act.targets)
     assert line.startswith(words) and line.endswith(" (leader of term 7)"), line
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("kill-majority", r"kill (n\d ){2}n\d \(leader of term 7\)"),
+    ("pause-majority", r"pause (n\d ){2}n\d \(leader of term 7\)"),
+    ("power-loss", r"power loss on (n\d ){2}n\d: unsynced writes lost \(leader of term 7\)"),
+    ("disk-slow", r"fsyncs \+\d+ ms on (n\d ){2}n\d \(leader of term 7\)"),
+    ("disk-stall", r"n3's fsyncs stall \(leader of term 7\)"),
+    ("deafen-leader", r"nothing reaches n3 from n1 n2 n4 n5 \(leader of term 7\)"),
+    ("mute-leader", r"nothing n3 sends reaches n1 n2 n4 n5 \(leader of term 7\)"),
+    ("kill-all", r"kill n1 n2 n3 n4 n5"),
+])
+def test_the_new_faults_say_whom_they_hit(name, pattern):
+    act = FAULTS[name](RecordingBackend(), random.Random(1))
+    line = describe(name, act.targets)
+    assert re.fullmatch(pattern, line), line
+    if "nodes" in act.targets and name != "kill-all":
+        assert "n3" in line.split(" (")[0]  # the leader is among the majority
 
 
 @pytest.mark.parametrize("name", ["partition-leader", "kill-leader", "pause-leader",
