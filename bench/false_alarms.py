@@ -26,12 +26,13 @@ from runs import one_run  # noqa: E402
 
 WORKLOADS = ("register", "set", "bank")
 #: Combinations that mix fault kinds: process with network, network with
-#: clock, two network faults, churn with pauses.
+#: clock, two network faults, churn with pauses, churn onto lagging state
+#: machines over slow links (what exposes ``no-noop-read``).
 COMBINATIONS = ("kill,partition-random", "partition-halves,clock-strobe", "delay,loss",
-                "leader-churn,pause")
+                "leader-churn,pause", "apply-slow,leader-churn,delay")
 #: The subset the default test suite runs (one seed per workload, short
-#: runs): the process faults and random partitions.
-QUICK = ("kill", "kill-leader", "pause", "pause-leader", "partition-random")
+#: runs): the process faults, power loss and random partitions.
+QUICK = ("kill", "kill-leader", "pause", "pause-leader", "power-loss", "partition-random")
 LETTER = {"valid": "V", "invalid": "I", "unknown": "U", "crashed": "C"}
 
 

@@ -21,7 +21,9 @@ Besides the one-node faults, the catalogue has:
   sends reaches them.
 * ``disk-slow`` (every fsync of the leader, else of a random node, sleeps a
   seeded 50-500 ms) and ``disk-stall`` (the leader's fsyncs block until the
-  window ends): through the store's failpoints (``POST /failpoint``).
+  window ends), ``apply-slow`` (every node but the leader applies each
+  committed entry a seeded 5-50 ms slower): through the store's failpoints
+  (``POST /failpoint``).
 
 :data:`NEEDS_NODES` says which faults need how many nodes to mean anything;
 :func:`check_support` refuses, before a run, a fault the system under test
@@ -326,7 +328,7 @@ def disk_slow(b: Backend, rng: random.Random) -> Active:
     nodes, picked = _majority_with_leader(b, rng)
     ms = rng.randint(50, 500)
     act = _each("disk-slow", lambda n: b.failpoint(n, fsync_delay_ms=ms),
-                lambda n: b.failpoint(n, clear=True), nodes, picked)
+                lambda n: b.failpoint(n, fsync_delay_ms=0), nodes, picked)
     act.targets["fsync_delay_ms"] = ms
     return act
 
@@ -337,7 +339,21 @@ def disk_stall(b: Backend, rng: random.Random) -> Active:
     node, picked = _leader_or_any(b, rng)
     b.failpoint(node, fsync_stall=True)
     return Active("disk-stall", {"node": node, "fsync_stall": True, **picked},
-                  lambda: b.failpoint(node, clear=True))
+                  lambda: b.failpoint(node, fsync_stall=False))
+
+
+def apply_slow(b: Backend, rng: random.Random) -> Active:
+    """Every node but the leader applies each committed entry 5-50 ms slower:
+    followers whose state machine lags their log, so a follower that becomes
+    leader (leader churn) holds a backlog of entries its predecessor already
+    applied and acknowledged."""
+    node, picked = _leader_or_any(b, rng)
+    ms = rng.randint(5, 50)
+    act = _each("apply-slow", lambda n: b.failpoint(n, apply_delay_ms=ms),
+                lambda n: b.failpoint(n, apply_delay_ms=0),
+                [n for n in b.node_ids if n != node], picked)
+    act.targets.update(apply_delay_ms=ms, spared=node)
+    return act
 
 
 FAULTS: dict[str, Callable[[Backend, random.Random], Active]] = {
@@ -349,7 +365,7 @@ FAULTS: dict[str, Callable[[Backend, random.Random], Active]] = {
     "kill-majority": kill_majority, "kill-all": kill_all, "pause": pause,
     "pause-leader": pause_leader, "pause-majority": pause_majority,
     "leader-churn": leader_churn, "delay": delay, "loss": loss, "disk-slow": disk_slow,
-    "disk-stall": disk_stall, "power-loss": power_loss,
+    "disk-stall": disk_stall, "power-loss": power_loss, "apply-slow": apply_slow,
 }
 
 _MAJORITY = "a majority must keep serving while a node or a side is out"
@@ -365,12 +381,13 @@ NEEDS_NODES: dict[str, tuple[int, str]] = {
                      "partition-bridge", "partition-random", "deafen-leader", "mute-leader",
                      "kill", "kill-leader", "pause", "pause-leader", "disk-stall"),
                     (3, _MAJORITY)),
+    "apply-slow": (2, "a follower must lag its leader"),
     **dict.fromkeys(("kill-majority", "pause-majority"), (3, _MINORITY)),
     "leader-churn": (2, "leadership is handed to another node"),
 }
 
 #: Faults that act through the store's failpoints (``/failpoint`` on its admin endpoint).
-FAILPOINT_FAULTS = frozenset({"disk-slow", "disk-stall", "power-loss"})
+FAILPOINT_FAULTS = frozenset({"disk-slow", "disk-stall", "power-loss", "apply-slow"})
 
 
 def check_support(b: Backend, faults: Iterable[str]) -> None:

@@ -137,6 +137,9 @@ def _what(fault: str, targets: dict[str, Any]) -> str:
         return f"nothing {who} sends reaches {' '.join(sorted(dst for _, dst in cuts))}"
     if "fsync_delay_ms" in targets:
         return f"fsyncs +{targets['fsync_delay_ms']:g} ms on {who}"
+    if "apply_delay_ms" in targets:
+        return (f"{who} apply each entry +{targets['apply_delay_ms']:g} ms slower, "
+                f"all but {targets['spared']}")
     if "fsync_stall" in targets:
         return f"{who}'s fsyncs stall"
     if fault == "power-loss":

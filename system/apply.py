@@ -38,15 +38,17 @@ class ApplyStage:
     ``execute`` applies one entry with data to the state machine and returns
     the answer for its proposer; ``restore`` replaces the state machine with
     a snapshot's data; ``progressed`` is called after each chunk, once the core
-    knows the new applied index.
+    knows the new applied index; ``delay_ms`` says how many milliseconds each
+    entry takes to apply on top (the ``apply_delay_ms`` failpoint).
     """
 
     def __init__(self, raft: RaftNode, execute: Callable[[Entry], Result],
                  restore: Callable[[bytes], None], progressed: Callable[[], None],
-                 batch: int) -> None:
+                 batch: int, delay_ms: Callable[[], float] = lambda: 0.0) -> None:
         self.raft = raft
         self._execute, self._restore, self._progressed = execute, restore, progressed
         self.batch = batch
+        self._delay_ms = delay_ms
         self._queue: asyncio.Queue[Snapshot | list[Entry]] = asyncio.Queue()
         #: proposals awaiting their entry: index -> (term, future)
         self._pending: dict[int, tuple[int, asyncio.Future[Result]]] = {}
@@ -73,6 +75,9 @@ class ApplyStage:
                 continue
             for lo in range(0, len(item), self.batch):
                 chunk = item[lo:lo + self.batch]
+                delay = self._delay_ms()
+                if delay > 0:  # a slow state machine: the driver runs meanwhile
+                    await asyncio.sleep(delay * len(chunk) / 1000.0)
                 for e in chunk:
                     self._apply(e)
                 self.raft.applied_to(chunk[-1].index)

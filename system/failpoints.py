@@ -1,4 +1,5 @@
-"""Disk failpoints: a slow, stalled or power-lost disk, switched on at run time.
+"""Failpoints: a slow, stalled or power-lost disk, or a slow state machine,
+switched on at run time.
 
 In the spirit of etcd's gofail and TiKV's fail-rs, but driven over the
 node's admin endpoint (``POST /failpoint``, ``GET /failpoint``) rather than
@@ -8,6 +9,10 @@ compiled in, so a fault test can switch them per node and per window:
   first (0 clears): a slow disk.
 * ``{"fsync_stall": true|false}``: while true, every fsync blocks until it is
   set back to false or cleared: a disk that stopped answering.
+* ``{"apply_delay_ms": X}``: every committed entry takes X ms longer to
+  apply (0 clears): a state machine that lags its log -- a compaction, an
+  expensive transaction -- while Raft itself keeps up.  The wait is an
+  ``await``, so the node goes on replicating and answering meanwhile.
 * ``{"crash": "lose-unsynced"}``: power loss: what was written but not made
   durable is dropped and the process exits at once
   (:meth:`system.storage.RaftStorage.lose_unsynced`).
@@ -16,7 +21,7 @@ compiled in, so a fault test can switch them per node and per window:
 Keys may be combined in one request; all are checked before any takes
 effect, so a bad request changes nothing.  ``GET /failpoint`` and every
 accepted ``POST`` answer the settings, ``{"fsync_delay_ms": X,
-"fsync_stall": bool, "stalled_fsyncs": n}`` (n: fsyncs a stall holds right
+"fsync_stall": bool, "stalled_fsyncs": n, "apply_delay_ms": Y}`` (n: fsyncs a stall holds right
 now); a refused one gets 400 and ``{"error", "key", "allowed"}``; a crash
 gets no answer.  Failpoints live in the process: they are not persisted, and
 a restart clears them.
@@ -36,6 +41,7 @@ CRASH_MODES = ("lose-unsynced",)
 ALLOWED: dict[str, str] = {
     "fsync_delay_ms": "a finite number >= 0 (milliseconds; 0 clears)",
     "fsync_stall": "true or false",
+    "apply_delay_ms": "a finite number >= 0 (milliseconds per applied entry; 0 clears)",
     "crash": " or ".join(f'"{m}"' for m in CRASH_MODES),
     "clear": "true",
 }
@@ -63,6 +69,7 @@ class FailpointRequest:
     clear: bool = False
     fsync_delay_ms: float | None = None
     fsync_stall: bool | None = None
+    apply_delay_ms: float | None = None
     crash: str | None = None
 
 
@@ -75,11 +82,7 @@ def parse_request(body: Any) -> FailpointRequest:
     if unknown:
         raise FailpointError(unknown[0], f"unknown key {unknown[0]!r}; the keys are "
                                          f"{', '.join(ALLOWED)}")
-    delay = body.get("fsync_delay_ms")
-    if "fsync_delay_ms" in body and not (
-            isinstance(delay, (int, float)) and not isinstance(delay, bool)
-            and math.isfinite(delay) and delay >= 0):
-        raise _bad("fsync_delay_ms", delay)
+    delay, apply_delay = (_milliseconds(body, k) for k in ("fsync_delay_ms", "apply_delay_ms"))
     stall = body.get("fsync_stall")
     if "fsync_stall" in body and not isinstance(stall, bool):
         raise _bad("fsync_stall", stall)
@@ -88,9 +91,19 @@ def parse_request(body: Any) -> FailpointRequest:
         raise _bad("crash", crash)
     if "clear" in body and body["clear"] is not True:
         raise _bad("clear", body["clear"])
-    return FailpointRequest(clear="clear" in body,
-                            fsync_delay_ms=None if delay is None else float(delay),
-                            fsync_stall=stall, crash=crash)
+    return FailpointRequest(clear="clear" in body, fsync_delay_ms=delay,
+                            fsync_stall=stall, apply_delay_ms=apply_delay, crash=crash)
+
+
+def _milliseconds(body: dict[str, Any], key: str) -> float | None:
+    """The value of a delay key, checked; None when absent."""
+    if key not in body:
+        return None
+    ms = body[key]
+    if not (isinstance(ms, (int, float)) and not isinstance(ms, bool)
+            and math.isfinite(ms) and ms >= 0):
+        raise _bad(key, ms)
+    return float(ms)
 
 
 def _bad(key: str, value: Any) -> FailpointError:
@@ -104,12 +117,14 @@ def _running() -> threading.Event:
 
 
 @dataclass
-class DiskFaults:
-    """The fsync failpoints of one storage.  :meth:`before_fsync` runs in
-    whichever thread fsyncs (the node's executor), so a stall parks that
-    thread on an Event, never the event loop that serves the admin route."""
+class Failpoints:
+    """The failpoints of one node, kept by its storage.  :meth:`before_fsync`
+    runs in whichever thread fsyncs (the node's executor), so a stall parks
+    that thread on an Event, never the event loop that serves the admin route;
+    the apply stage reads :attr:`apply_delay_ms` before each chunk."""
 
     fsync_delay_ms: float = 0.0
+    apply_delay_ms: float = 0.0
     #: set while fsyncs may proceed; cleared by a stall
     _go: threading.Event = field(default_factory=_running, init=False, repr=False)
     _waiting: int = field(default=0, init=False)
@@ -126,7 +141,7 @@ class DiskFaults:
             self._go.set()
 
     def clear(self) -> None:
-        self.fsync_delay_ms = 0.0
+        self.fsync_delay_ms = self.apply_delay_ms = 0.0
         self._go.set()
 
     def apply(self, req: FailpointRequest) -> None:
@@ -137,6 +152,8 @@ class DiskFaults:
             self.fsync_delay_ms = req.fsync_delay_ms
         if req.fsync_stall is not None:
             self.set_stall(req.fsync_stall)
+        if req.apply_delay_ms is not None:
+            self.apply_delay_ms = req.apply_delay_ms
 
     def before_fsync(self) -> None:
         """Called right before every fsync: wait out a stall, then the delay."""
@@ -155,4 +172,4 @@ class DiskFaults:
     def state(self) -> dict[str, Any]:
         """The settings, and how many fsyncs a stall holds right now."""
         return {"fsync_delay_ms": self.fsync_delay_ms, "fsync_stall": self.fsync_stall,
-                "stalled_fsyncs": self._waiting}
+                "stalled_fsyncs": self._waiting, "apply_delay_ms": self.apply_delay_ms}

@@ -132,7 +132,7 @@ class Node:
                              on_lease_invalidated=self._lease_invalidated)
         self.reads = ReadPath(cfg, self.raft, self.store, self.lease_now, self._wake.set)
         self.applier = ApplyStage(self.raft, self._execute, self.store.restore, self._applied,
-                                  r.max_apply_batch)
+                                  r.max_apply_batch, lambda: self.storage.faults.apply_delay_ms)
         self.transport = Transport(raft_addr, {p: a.raft for p, a in peers.items()},
                                    self._on_message)
         log.info("node %s starting: term %d, %d log entries, snapshot at %s, bugs %s",

@@ -122,7 +122,7 @@ from typing import Any, Iterable, NamedTuple
 
 import msgpack
 
-from system.failpoints import DiskFaults
+from system.failpoints import Failpoints
 
 log = logging.getLogger("storage")
 
@@ -220,10 +220,10 @@ class RaftStorage:
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True,
                  lazy_flush_bytes: int = 1 << 20,
                  prealloc_bytes: int = PREALLOC_BYTES,
-                 faults: DiskFaults | None = None) -> None:
+                 faults: Failpoints | None = None) -> None:
         self.dir = os.fspath(path)
         self.fsync = fsync
-        self.faults = faults if faults is not None else DiskFaults()
+        self.faults = faults if faults is not None else Failpoints()
         self.lazy_flush_bytes = lazy_flush_bytes
         self.prealloc_bytes = prealloc_bytes
         self._wal_path = os.path.join(self.dir, WAL_NAME)

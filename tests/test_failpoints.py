@@ -48,6 +48,8 @@ def test_a_request_may_combine_keys():
     assert parse_request({"fsync_delay_ms": 5, "fsync_stall": True}) == FailpointRequest(
         fsync_delay_ms=5.0, fsync_stall=True)
     assert parse_request({"clear": True}) == FailpointRequest(clear=True)
+    assert parse_request({"apply_delay_ms": 20, "fsync_delay_ms": 0}) == FailpointRequest(
+        apply_delay_ms=20.0, fsync_delay_ms=0.0)
     assert parse_request({"crash": "lose-unsynced"}).crash == "lose-unsynced"
 
 
@@ -58,6 +60,8 @@ def test_a_request_may_combine_keys():
     ({"fsync_delay_ms": True}, "fsync_delay_ms"),
     ({"fsync_delay_ms": float("inf")}, "fsync_delay_ms"),
     ({"fsync_stall": 1}, "fsync_stall"),
+    ({"apply_delay_ms": -5}, "apply_delay_ms"),
+    ({"apply_delay_ms": None}, "apply_delay_ms"),
     ({"crash": "kill"}, "crash"),
     ({"clear": False}, "clear"),
     ({"fsync_stall": True, "crash": "now"}, "crash"),
@@ -67,10 +71,10 @@ def test_a_bad_request_names_its_key_and_the_allowed_values(body, key):
         parse_request(body)
     answer = e.value.to_body()
     assert answer["key"] == key and key in answer["error"]
-    if key in ("fsync_delay_ms", "fsync_stall", "crash", "clear"):
+    if key in ("fsync_delay_ms", "fsync_stall", "apply_delay_ms", "crash", "clear"):
         assert answer["allowed"] in answer["error"]
     else:  # an unknown key: the answer lists the known ones
-        assert "fsync_delay_ms, fsync_stall, crash, clear" in answer["error"]
+        assert "fsync_delay_ms, fsync_stall, apply_delay_ms, crash, clear" in answer["error"]
 
 
 @pytest.mark.parametrize("body", [{}, [], "clear", None])
@@ -111,7 +115,8 @@ def test_a_stall_blocks_sync_until_it_is_lifted(tmp_path, release):
     s.faults.apply(parse_request(release))
     syncer.join(5)
     assert not syncer.is_alive()
-    assert s.faults.state() == {"fsync_delay_ms": 0, "fsync_stall": False, "stalled_fsyncs": 0}
+    assert s.faults.state() == {"fsync_delay_ms": 0, "fsync_stall": False, "stalled_fsyncs": 0,
+                                "apply_delay_ms": 0}
     assert s.status()["durable_wal_bytes"] == s.status()["wal_bytes"]
     s.close()
     assert reload(tmp_path)[2] == ents(1, 3)
@@ -246,7 +251,7 @@ def test_the_admin_route_slows_stalls_and_crashes_a_node(tmp_path):
         db = _db(node)
         _create(db)
         assert admin_get(node, "/failpoint") == {"fsync_delay_ms": 0, "fsync_stall": False,
-                                                 "stalled_fsyncs": 0}
+                                                 "stalled_fsyncs": 0, "apply_delay_ms": 0}
         status, body = _post(node, {"fsync_stall": "yes"})
         assert status == 400 and body["key"] == "fsync_stall" and body["allowed"] == "true or false"
 
@@ -254,6 +259,12 @@ def test_the_admin_route_slows_stalls_and_crashes_a_node(tmp_path):
         t0 = time.monotonic()
         db.put_item(TableName="items", Item={"k": {"S": "slow"}})
         assert time.monotonic() - t0 >= 0.3
+
+        _post(node, {"clear": True, "apply_delay_ms": 400})
+        t0 = time.monotonic()
+        db.put_item(TableName="items", Item={"k": {"S": "slow-apply"}})   # answered once applied
+        assert time.monotonic() - t0 >= 0.4
+        assert _post(node, {"apply_delay_ms": 0})[1]["apply_delay_ms"] == 0
 
         _post(node, {"clear": True, "fsync_stall": True})
         done: list[dict] = []
@@ -270,7 +281,7 @@ def test_the_admin_route_slows_stalls_and_crashes_a_node(tmp_path):
         _crash_and_restart(c)                  # fsync on: nothing acknowledged is lost
         assert admin_get(node, "/failpoint")["fsync_delay_ms"] == 0  # not persisted
         got = db.scan(TableName="items", ConsistentRead=True)["Items"]
-        assert sorted(it["k"]["S"] for it in got) == ["slow", "stalled"]
+        assert sorted(it["k"]["S"] for it in got) == ["slow", "slow-apply", "stalled"]
     finally:
         c.stop()
 

@@ -101,7 +101,7 @@ def test_disk_slow_delays_a_majoritys_fsyncs_by_a_seeded_amount():
         assert act.targets["leader"] == "n3" and act.targets["term"] == 7
         delays.append(ms)
         act.undo()
-        assert b.calls[-len(nodes):] == [("failpoint", n, {"clear": True}) for n in nodes]
+        assert b.calls[-len(nodes):] == [("failpoint", n, {"fsync_delay_ms": 0}) for n in nodes]
     assert len(set(delays)) > 10
     again = FAULTS["disk-slow"](RecordingBackend(), random.Random(0)).targets["fsync_delay_ms"]
     assert again == delays[0]
@@ -113,7 +113,19 @@ def test_disk_stall_stalls_the_leader_until_the_window_ends():
     assert b.calls == [("failpoint", "n3", {"fsync_stall": True})]
     assert act.targets == {"node": "n3", "fsync_stall": True, "leader": "n3", "term": 7}
     act.undo()
-    assert b.calls[-1] == ("failpoint", "n3", {"clear": True})
+    assert b.calls[-1] == ("failpoint", "n3", {"fsync_stall": False})
+
+
+def test_apply_slow_slows_every_node_but_the_leader_and_undoes_only_its_own_key():
+    b = RecordingBackend()
+    act = FAULTS["apply-slow"](b, random.Random(4))
+    ms = act.targets["apply_delay_ms"]
+    assert 5 <= ms <= 50
+    assert act.targets["nodes"] == ["n1", "n2", "n4", "n5"] and act.targets["spared"] == "n3"
+    assert b.calls == [("failpoint", n, {"apply_delay_ms": ms}) for n in ("n1", "n2", "n4", "n5")]
+    act.undo()
+    # a disk fault of the same window keeps its own failpoint
+    assert b.calls[4:] == [("failpoint", n, {"apply_delay_ms": 0}) for n in ("n1", "n2", "n4", "n5")]
 
 
 class Probed(RecordingBackend):

@@ -85,9 +85,11 @@ def test_every_fault_starts_and_undoes(name):
               "clock": [("clock", nodes[0], {"reset": True})],
               "kill": [("restart", n) for n in nodes], "power": [("restart", n) for n in nodes],
               "pause": [("resume", n) for n in nodes],
-              "disk": [("failpoint", n, {"clear": True}) for n in nodes],
+              "disk-slow": [("failpoint", n, {"fsync_delay_ms": 0}) for n in nodes],
+              "disk-stall": [("failpoint", n, {"fsync_stall": False}) for n in nodes],
+              "apply-slow": [("failpoint", n, {"apply_delay_ms": 0}) for n in nodes],
               "delay": [("delay", 0)], "loss": [("loss", 0)], "leader": []}
-    assert b.calls[before:] == undone[name.split("-")[0]]
+    assert b.calls[before:] == undone.get(name, undone.get(name.split("-")[0]))
 
 
 def test_partition_leader_isolates_the_leader_and_bump_sets_its_clock_back():
@@ -121,6 +123,7 @@ def test_a_leader_fault_records_and_says_the_term_its_target_led(name, record, w
     ("deafen-leader", r"nothing reaches n3 from n1 n2 n4 n5 \(leader of term 7\)"),
     ("mute-leader", r"nothing n3 sends reaches n1 n2 n4 n5 \(leader of term 7\)"),
     ("kill-all", r"kill n1 n2 n3 n4 n5"),
+    ("apply-slow", r"n1 n2 n4 n5 apply each entry \+\d+ ms slower, all but n3 \(leader of term 7\)"),
 ])
 def test_the_new_faults_say_whom_they_hit(name, pattern):
     act = FAULTS[name](RecordingBackend(), random.Random(1))

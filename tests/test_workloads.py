@@ -255,6 +255,20 @@ def test_set_reads_page_through_last_evaluated_key():
     assert c.calls[0][1]["Item"] == {"pk": {"S": "s"}, "sk": {"N": "12"}}
 
 
+def test_a_read_told_the_table_is_gone_observes_its_loss_and_a_write_fails():
+    gone = client_error("ResourceNotFoundException", op="Query")
+    lost = FakeClient(query=gone, scan=gone, get_item=gone, put_item=gone)
+    for w, op, empty in [(SetWorkload(), Op("read-query"), []),
+                         (SetWorkload(), Op("read-scan"), []),
+                         (RegisterWorkload(), Op("get", "k1"), None)]:
+        done = w.invoke(lost, op)
+        assert (done.type, done.value) == (OK, empty)
+        assert done.error == "ResourceNotFoundException: m (read as the table's loss)"
+    assert SetWorkload().invoke(lost, Op("add", None, 4)).type == FAIL
+    assert SetWorkload().invoke(FakeClient(scan=client_error("ValidationException")),
+                                Op("read-scan")).type == FAIL   # other 4xx: a failed read
+
+
 def test_bank_invoke():
     w = BankWorkload(accounts=3)
     c = FakeClient(transact_write_items={}, transact_get_items={"Responses": [
