@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.set_defaults(func=cmd_analyse)
     _add_cluster(sub)
     _add_docker(sub)
+    _add_serve(sub)
     # listed for --help only: main() hands everything after `node` to the node's own parser
     sub.add_parser("node", add_help=False,
                    help="run one store node in the foreground (faultline node --help)")
@@ -287,6 +288,56 @@ def _add_docker(sub: argparse._SubParsersAction) -> None:
     dc = dsub.add_parser("cleanup", help="remove the containers and networks of docker "
                          "runs (those labelled faultline.run)")
     dc.set_defaults(func=cmd_docker_cleanup)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port, 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="browse the results folder in a web browser",
+                       description="Serve a local web page over the results folder: runs "
+                       "listed newest first and filtered, each with its summary, witness, "
+                       "plots, timeline, schedule and node logs, and as one archive.")
+    s.add_argument("--results-dir", default="results", metavar="DIR",
+                   help="the results folder (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback shows the results "
+                   "to the network (default: %(default)s)")
+    s.add_argument("--port", type=_port, default=8080, metavar="N",
+                   help="port, 0 for any free one (default: %(default)s)")
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.serve import serve
+    from harness.serve.app import is_loopback
+
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        print(f"faultline serve: --results-dir: no such folder: {results} (faultline run "
+              "stores runs there; name another with --results-dir)", file=sys.stderr)
+        return EX_DATAERR
+    if not is_loopback(args.host):
+        print(f"faultline serve: warning: --host {args.host} is not loopback: the results "
+              "become visible to the network, unauthenticated", file=sys.stderr)
+
+    def ready(url: str) -> None:
+        print(f"serving {results.resolve()} at {url} (Ctrl-C stops)", flush=True)
+
+    try:
+        serve(results, args.host, args.port, ready)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    except OSError as e:
+        print(f"faultline serve: cannot listen on {args.host}:{args.port}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
