@@ -237,13 +237,10 @@ def guarded(read: bool, op: Op, call: Callable[[], Completion],
     loss like any other."""
     try:
         return call()
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code")
-        if read and gone is not _NO_ANSWER and code == "ResourceNotFoundException":
+    except (ClientError, BotoCoreError, OSError) as e:
+        if (read and gone is not _NO_ANSWER and isinstance(e, ClientError)
+                and e.response.get("Error", {}).get("Code") == "ResourceNotFoundException"):
             return Completion(OK, gone, f"{error_text(e)} (read as the table's loss)")
-        typ, text = classify(e, read=read)
-        return Completion(typ, op.value, text)
-    except (BotoCoreError, OSError) as e:
         typ, text = classify(e, read=read)
         return Completion(typ, op.value, text)
     except Exception as e:  # noqa: BLE001 - a bug must not kill the client
