@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.campaign.confidence import wilson_lower  # noqa: E402
 from runs import ROOT, one_run  # noqa: E402
 from system.config import BUGS  # noqa: E402
 
@@ -42,12 +42,10 @@ HERE = Path(__file__).resolve().parent
 PAIRINGS_FILE = HERE / "pairings.toml"
 KEEP = HERE / "detection_runs"
 SIDES = ("broken", "correct")
-#: z of a two-sided 95% interval
-Z95 = 1.96
 KEYS = ("flag", "workload", "nemesis", "broken", "correct", "flags", "time_limit", "why")
 REQUIRED = ("workload", "nemesis", "time_limit", "why")
 #: one_run sets these for every run; a pairing setting them would be overridden
-RESERVED = ("--workload", "--nemesis", "--time-limit", "--seed", "--results-dir")
+RESERVED = ("--workload", "--nemesis", "--time-limit", "--seed", "--results-dir", "--name")
 
 
 class PairingError(ValueError):
@@ -195,18 +193,6 @@ def todo(pairings: list[Pairing], seeds: range, runs: list[Run]) -> list[tuple[P
     done = {r.key for r in runs if r.verdict != "crashed"}
     return [(p, seed, side) for p in pairings for seed in seeds for side in SIDES
             if (p.name, side, seed, p.settings) not in done]
-
-
-def wilson_lower(k: int, n: int, z: float = Z95) -> float:
-    """Lower end of the Wilson score interval of k successes in n trials,
-    (p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n) with p = k/n: unlike
-    k/n it says what a small N supports (20/20 -> 0.839); 0 when n is 0."""
-    if n == 0:
-        return 0.0
-    p = k / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 @dataclass(frozen=True)

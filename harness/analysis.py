@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from checkers import importers
+from checkers.availability import availability
 from checkers.history import History
 from checkers.perf import latency_summary, plot_all
 from checkers.report import Anomaly
@@ -56,6 +57,9 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
     if first is not None:
         results["first_anomaly_s"] = _at(first.time, t0)
     results["stats"] = compute_stats(ops, nemesis_events, t0=t0, end=end).to_dict()
+    unavailable = availability(ops, nemesis_events, t0=t0, end=end,
+                               concurrency=spec.concurrency)
+    results["availability"] = unavailable.to_dict()
     results["latency"] = latency_summary(ops)
     results["plots"] = [p.name for p in plot_all(ops, nemesis_events, directory, t0=t0,
                                                  title=spec.test_name, anomalies=anomalies)]
@@ -65,7 +69,7 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
         run = None
     write_html(directory / "timeline.html", outcome.timeline, title=spec.test_name,
                describe=outcome.describe, run=run)
-    lines = _run_lines(len(ops), t0, end, faults, first) + outcome.summary
+    lines = _run_lines(len(ops), t0, end, faults, first) + unavailable.lines() + outcome.summary
     results["summary"] = lines
     (directory / "summary.txt").write_text("\n".join(lines) + "\n")
     return outcome.verdict, results

@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(sub)
     _add_docker(sub)
     _add_serve(sub)
+    _add_campaign(sub)
     # listed for --help only: main() hands everything after `node` to the node's own parser
     sub.add_parser("node", add_help=False,
                    help="run one store node in the foreground (faultline node --help)")
@@ -309,6 +310,59 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=_port, default=8080, metavar="N",
                    help="port, 0 for any free one (default: %(default)s)")
     s.set_defaults(func=cmd_serve)
+
+
+def _add_campaign(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("campaign", help="run a matrix of fault tests, each cell with what it "
+                       "should find; summary.csv, junit.xml and report.html",
+                       description="Run every cell of a campaign file at every seed, each an "
+                       "ordinary faultline run, and report each cell against its expectation "
+                       "(valid, invalid or any) with a 95%% Wilson interval. Exit 0 when "
+                       "every run met it, 1 when one did not, 2 when the budget left runs "
+                       "for --resume, 130 when interrupted.")
+    c.add_argument("file", metavar="FILE.toml", help="the campaign (campaigns/*.toml)")
+    c.add_argument("--resume", nargs="?", const="latest", metavar="DIR",
+                   help="continue a campaign folder: its unfinished and crashed runs "
+                   "(default DIR: the campaign's newest folder)")
+    c.add_argument("--results-dir", default="results", metavar="DIR",
+                   help="where results/campaigns/<name>/<stamp>/ goes (default: %(default)s)")
+    c.add_argument("--jobs", type=_count, metavar="N",
+                   help="runs at once, each a whole cluster (default: the file's, else 1)")
+    c.add_argument("--budget-minutes", type=_positive, metavar="M",
+                   help="start no run past this (default: the file's, else none)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="list the cells and the runs, run nothing")
+    c.set_defaults(func=cmd_campaign)
+    p = sub.add_parser("prune", help="delete old campaign runs, keeping the newest and "
+                       "every unexpected one")
+    p.add_argument("--results-dir", default="results", metavar="DIR",
+                   help="the results folder (default: %(default)s)")
+    p.add_argument("--keep", type=_count, default=7, metavar="N",
+                   help="campaign folders kept whole, per campaign, newest first "
+                   "(default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from harness.campaign.command import campaign_main
+
+    return campaign_main(args.file, args.results_dir, args.resume, args.jobs,
+                         args.budget_minutes, args.dry_run)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.campaign.prune import prune
+
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        print(f"faultline prune: --results-dir: no such folder: {results}", file=sys.stderr)
+        return EX_DATAERR
+    freed = prune(results, args.keep, dry_run=args.dry_run, log=print)
+    print(f"{'would free' if args.dry_run else 'freed'} {freed / 2**20:.1f} MiB")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

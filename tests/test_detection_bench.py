@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from detection import (  # noqa: E402
     PAIRINGS_FILE, Pairing, PairingError, Run, append_run, ignored_note, parse_pairings,
-    read_runs, summarise, todo, wilson_lower)
+    read_runs, summarise, todo)
+from harness.campaign.confidence import wilson_lower  # noqa: E402
 from system.config import BUGS  # noqa: E402
 
 SET_UNCHECKED = """
