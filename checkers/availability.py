@@ -25,15 +25,17 @@ to its end, the heal) and per family (:func:`kind`: reads, writes):
   must each get one op through (an op's latency, or under a rate limit the
   gap between a client's ops), as a quiet run shows.
 - T after the window's end: ``recovered_after_heal_s`` = T - end (None when
-  T is within the window).  No T by the end of the history: ``recovered`` is
-  false and ``unavailable_s`` runs to the end of the history.
+  T is within the window).  No T before the clients stopped (``until``, the
+  run's time limit: the final reads after it are not the workload's):
+  ``recovered`` is false, the window was cut short, and ``unavailable_s``
+  runs to when the clients stopped: a lower bound.
 - a window in which no op of the family was invoked is not measured
   (``unavailable_s`` None): nobody asked.
 - each window is measured on its own: overlapping windows of different
   faults each get their rows, so one outage may show in both.
 
 Aggregates, per family and per fault name: the max and the median
-``unavailable_s`` over the measured windows, and how many never recovered.
+``unavailable_s`` over the measured windows, and how many were cut short.
 Times are seconds since the run's origin ``t0`` (monotonic ns).
 """
 
@@ -79,7 +81,8 @@ class WindowAvailability:
     ops: int
     #: None: not measured (no op of the family invoked in the window)
     unavailable_s: float | None
-    #: a majority answered by the end of the history (None: not measured)
+    #: a majority answered before the clients stopped (None: not measured);
+    #: False: cut short, ``unavailable_s`` is a lower bound
     recovered: bool | None
     #: how long after the window's end it did (None: within it, or never)
     recovered_after_heal_s: float | None
@@ -115,7 +118,7 @@ class Availability:
         parts = []
         for fam, agg in self.by_family().items():
             if agg["windows"]:
-                never = (f", {agg['not_recovered']} never recovered"
+                never = (f", {agg['not_recovered']} cut short by the end of the run"
                          if agg["not_recovered"] else "")
                 parts.append(f"{fam}s max {agg['max_s']:.1f} s "
                              f"(median {agg['median_s']:.1f} s{never})")
@@ -151,17 +154,21 @@ class _Answers:
 
 def availability(ops: Sequence[Operation], nemesis_events: Iterable[Event], *,
                  t0: int | None = None, end: int | None = None,
-                 concurrency: int | None = None) -> Availability:
+                 until: int | None = None, concurrency: int | None = None) -> Availability:
     """Each family's unavailability in each fault window (see the module doc).
 
     ``t0`` and ``end`` (ns) bound the history (default: its first and last
-    times); a window never stopped runs to ``end``.  ``concurrency``: the
-    run's client slots, which processes map onto (None: a client a process).
+    times); a window never stopped runs to ``end``.  ``until``: when the
+    clients stopped (a run's time limit; default ``end``): ops invoked later
+    (the final reads) are not the workload's, and a window not recovered by
+    then is cut short.  ``concurrency``: the run's client slots, which
+    processes map onto (None: a client a process).
     """
     events = list(nemesis_events)
     first, last = history_bounds(ops, events)
     t0 = first if t0 is None else t0
     end = last if end is None else end
+    until = end if until is None else until
     windows = nemesis_intervals(events, end=end)
     if not windows or t0 is None or end is None:
         return Availability(len(windows), [])
@@ -173,6 +180,8 @@ def availability(ops: Sequence[Operation], nemesis_events: Iterable[Event], *,
     calls: dict[Family, list[int]] = {fam: [] for fam in FAMILIES}
     spans: dict[tuple[Family, int | str], list[tuple[int, int]]] = {}
     for op in ops:
+        if op.call_time is not None and until is not None and op.call_time > until:
+            continue
         fam, who = kind(op.f), client(op.process)
         clients[fam].add(who)
         if op.call_time is None:
@@ -203,7 +212,7 @@ def availability(ops: Sequence[Operation], nemesis_events: Iterable[Event], *,
                                 for c in clients[fam])
                 t = firsts[len(firsts) // 2]  # the earliest a majority has answered by
                 recovered = t != math.inf
-                unavailable = ((t if recovered else end) - iv.start) / 1e9
+                unavailable = ((t if recovered else until) - iv.start) / 1e9
                 after = (t - stop) / 1e9 if recovered and t > stop else None
             rows.append(WindowAvailability(iv.name, iv.label, fam, secs(iv.start), secs(stop),
                                            len(clients[fam]), n, unavailable, recovered, after))

@@ -58,9 +58,12 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
         results["first_anomaly_s"] = _at(first.time, t0)
     results["stats"] = compute_stats(ops, nemesis_events, t0=t0, end=end).to_dict()
     unavailable = availability(ops, nemesis_events, t0=t0, end=end,
+                               until=None if t0 is None else t0 + int(spec.time_limit * 1e9),
                                concurrency=spec.concurrency)
     results["availability"] = unavailable.to_dict()
     results["latency"] = latency_summary(ops)
+    if (lease := lease_counts(directory)) is not None:
+        results["lease"] = lease
     results["plots"] = [p.name for p in plot_all(ops, nemesis_events, directory, t0=t0,
                                                  title=spec.test_name, anomalies=anomalies)]
     if t0 is not None and end is not None:
@@ -73,6 +76,24 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
     results["summary"] = lines
     (directory / "summary.txt").write_text("\n".join(lines) + "\n")
     return outcome.verdict, results
+
+
+def lease_counts(directory: Path) -> dict[str, Any] | None:
+    """The nodes' lease reads from nodes.json (their status after the final
+    reads): hits, misses (a ReadIndex round instead) and the hit rate, overall
+    and per node; counted since each node last started.  None for a run saved
+    without it."""
+    try:
+        nodes = json.loads((directory / "nodes.json").read_text())
+    except (OSError, ValueError):
+        return None
+    by_node = {nid: {k: st["lease"].get(k, 0) for k in ("hits", "misses")}
+               for nid, st in sorted(nodes.items())
+               if isinstance(st, dict) and isinstance(st.get("lease"), dict)}
+    hits = sum(n["hits"] for n in by_node.values())
+    misses = sum(n["misses"] for n in by_node.values())
+    return {"hits": hits, "misses": misses,
+            "hit_rate": hits / (hits + misses) if hits + misses else None, "by_node": by_node}
 
 
 def run_origin(directory: Path, history: History) -> int | None:

@@ -15,7 +15,7 @@ with :func:`wait_for_leader` (the one of :mod:`harness.poll`, for any of them).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from harness.poll import wait_for_leader
 from harness.remote import SHAPING_FAULTS, BackendError
@@ -35,6 +35,9 @@ class RunBackend(Backend, Protocol):
 
     def endpoints(self) -> list[tuple[str, str]]:
         """``(node id, "http://host:port")`` of every node's DynamoDB API."""
+
+    def node_statuses(self) -> dict[str, dict[str, Any] | None]:
+        """Each running node's ``/status``: its lease counters, after the final reads."""
 
     def log_files(self) -> list[Path]:
         """Node logs on this machine (the remote backends' after ``close``)."""

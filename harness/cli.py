@@ -13,7 +13,7 @@ import signal
 import sys
 import traceback
 from dataclasses import fields
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from checkers import importers
 from checkers.check import check_histories
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_docker(sub)
     _add_serve(sub)
     _add_campaign(sub)
+    _add_compare(sub)
     # listed for --help only: main() hands everything after `node` to the node's own parser
     sub.add_parser("node", add_help=False,
                    help="run one store node in the foreground (faultline node --help)")
@@ -154,12 +155,19 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     """Every flag defaults to None, meaning "not given": the spec file's value,
     else the spec's default, which the help text names."""
-    d = TestSpec()
-    store = STORE_DEFAULTS
     r = sub.add_parser("run", help="run a fault test: cluster, clients, nemesis, check, report",
                        description="Start a cluster, drive DynamoDB traffic through it while "
                        "a nemesis injects faults, heal, check the history and store a "
                        "results folder.")
+    _run_options(r)
+    r.set_defaults(func=cmd_run)
+
+
+def _run_options(r: argparse.ArgumentParser) -> None:
+    """The flags of a test spec, for `run` and for `compare`; each defaults to
+    None, meaning "not given"."""
+    d = TestSpec()
+    store = STORE_DEFAULTS
     r.add_argument("--spec", metavar="TOML",
                    help="the test as a TOML file; flags given too override it (default: none)")
     r.add_argument("--workload", choices=WORKLOADS,
@@ -237,7 +245,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help=f"a client's read timeout; past it the op is info "
                    f"(default: {d.client_timeout:g})")
     _add_max_staleness(r, "none: every stale read is an anomaly")
-    r.set_defaults(func=cmd_run)
 
 
 def _add_max_staleness(p: argparse.ArgumentParser, default: str) -> None:
@@ -344,6 +351,114 @@ def _add_campaign(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prune)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "compare", help="run configurations side by side on the same seeds and faults",
+        description="Run the same test under each configuration, on the same seeds (so the "
+        "same workload and fault schedule), and print one table and write one figure side "
+        "by side: anomalies, stale reads, latency, throughput, lease hit rate, and how long "
+        "reads and writes went unanswered in a fault window. Every run flag sets what all "
+        "configurations share.")
+    c.add_argument("--vary", action="append", default=[], metavar="FLAG=V1,V2",
+                   help="a run flag and its values, one configuration each, e.g. "
+                   "read-path=lease,read_index,local; faults of one value joined by '+' "
+                   "(nemesis=partition-leader,partition-leader+clock-drift), no bug flag "
+                   "as 'none' (bug=none,long-lease); repeat for every combination")
+    c.add_argument("--config", action="append", default=[], metavar="TOML",
+                   help="a configuration as a spec file (faultline run --spec), over the "
+                   "flags given; repeat for more")
+    c.add_argument("--seeds", type=_count, default=1, metavar="N",
+                   help="runs per configuration: seeds --seed .. --seed+N-1 (default: "
+                   "%(default)s)")
+    c.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    c.add_argument("--figure", metavar="PNG",
+                   help="also write the figure here (it is always in the results folder)")
+    _run_options(c)
+    c.set_defaults(func=cmd_compare)
+
+
+def _varied(flag_values: str) -> tuple[str, list[tuple[str, Any]]]:
+    """``--vary FLAG=V1,V2``: each value checked and typed as the run flag takes it."""
+    from harness.compare import field_of
+
+    flag, sep, values = flag_values.partition("=")
+    flag = flag.strip().removeprefix("--")
+    probe = _Parser(prog=f"faultline compare --vary {flag}", exit_on_error=False)
+    _run_options(probe)
+    known = sorted(o[2:] for a in probe._actions for o in a.option_strings
+                   if o.startswith("--") and o not in ("--help", "--spec", "--seed", "--name",
+                                                      "--results-dir"))
+    if not sep or not values or flag not in known:
+        raise argparse.ArgumentTypeError(
+            f"--vary {flag_values!r}: expected FLAG=V1,V2 with FLAG one of {', '.join(known)}"
+            + (_did_you_mean(flag, known) if sep else ""))
+    out = []
+    for text in values.split(","):
+        if flag == "bug":
+            argv = [a for b in text.split("+") if b != "none" for a in ("--bug", b)]
+        else:
+            argv = [f"--{flag}", text.replace("+", ",") if flag == "nemesis" else text]
+        try:
+            value = getattr(probe.parse_args(argv), field_of(flag))
+        except argparse.ArgumentError as e:
+            raise argparse.ArgumentTypeError(f"--vary {flag}={text}: {e}") from None
+        out.append((text, value if value is not None else []))
+    return flag, out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.campaign.command import INTERRUPTED, execute
+    from harness.campaign.runner import new_folder
+    from harness.compare import (comparison_campaign, configurations, format_comparison,
+                                 plot_comparison, sides)
+    from harness.spec import SpecError, read_spec_file
+
+    try:
+        varies = [_varied(v) for v in args.vary]
+    except argparse.ArgumentTypeError as e:
+        print(f"faultline compare: {e}", file=sys.stderr)
+        return EX_USAGE
+    base = _given(args)
+    try:
+        if args.spec:
+            base = {**read_spec_file(args.spec), **base}
+        files = [(Path(path).stem, read_spec_file(path)) for path in args.config]
+        configs = configurations(base, varies, files)
+        for c in configs:
+            TestSpec(**c.spec)
+    except (SpecError, TypeError) as e:
+        print(f"faultline compare: {e}", file=sys.stderr)
+        return EX_USAGE
+    if len(configs) < 2:
+        print("faultline compare: needs two configurations or more: give --vary "
+              "FLAG=V1,V2 or --config twice", file=sys.stderr)
+        return EX_USAGE
+    first = args.seed if args.seed is not None else TestSpec().resolve_seed()
+    seeds = tuple(range(first, first + args.seeds))
+    keys = "+".join(dict.fromkeys(flag for flag, _ in varies)) or "configs"
+    campaign = comparison_campaign(f"compare-{keys}", configs, seeds,
+                                   "faultline compare " + " ".join(sys.argv[2:]))
+    folder = new_folder(Path(args.results_dir or TestSpec().results_dir), campaign)
+    print(f"seeds {seeds[0]}..{seeds[-1]}, {len(configs)} configurations", flush=True)
+    ended = execute(campaign, folder, campaign.description + "\n", jobs=1, budget_s=None,
+                    out=sys.stdout, live=None, resumed=False)
+    rows = sides(campaign, ended.records)
+    figure = folder / "compare.png"
+    plot_comparison(rows, figure, f"{campaign.description} (seeds {seeds[0]}..{seeds[-1]})")
+    table = format_comparison(rows, args.markdown)
+    (folder / "compare.txt").write_text(format_comparison(rows) + "\n")
+    print(table)
+    if args.figure:
+        import shutil
+        shutil.copyfile(figure, args.figure)
+    print(f"{ended.state}; figure {args.figure or figure}; runs in {folder}")
+    if ended.interrupted:
+        return INTERRUPTED
+    return 1 if any(r.verdict == "crashed" for r in ended.records) else 0
+
+
 def cmd_campaign(args: argparse.Namespace) -> int:
     from harness.campaign.command import campaign_main
 
@@ -397,8 +512,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.spec import SpecError, load_spec
 
-    given = {f.name: getattr(args, f.name) for f in fields(TestSpec)
-             if getattr(args, f.name, None) is not None}
+    given = _given(args)
     try:
         spec = load_spec(args.spec, **given) if args.spec else TestSpec(**given)
     except SpecError as e:
@@ -424,6 +538,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"verdict: {result.verdict.upper()}  (seed {result.seed}; results in "
           f"{result.directory})")
     return result.exit_code
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(TestSpec)
+            if getattr(args, f.name, None) is not None}
 
 
 def _why_it_crashed(e: Exception) -> str:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.admin import (CRASH_EXIT_S, NodeInfo, admin_post, get_failpoints, leader_and_term,
-                           leader_of, post_clock, post_crash, set_failpoint, to_toml)
+                           leader_of, post_clock, post_crash, set_failpoint, statuses, to_toml)
 from harness.poll import poll, wait_for_leader
 from nemesis.faults import Cut, cuts_of
 from nemesis.proxy import LinkProxy, ProxyPool
@@ -553,6 +553,10 @@ class RemoteBackend(abc.ABC):
 
     def leader_term(self) -> tuple[str, int] | None:
         return leader_and_term(self._running())
+
+    def node_statuses(self) -> dict[str, dict[str, Any] | None]:
+        """Each running node's ``/status`` (None where it does not answer)."""
+        return statuses(self._running(), timeout=2.0)
 
     def partition(self, groups: list[list[str]]) -> None:
         self.cut(cuts_of(groups, self.node_ids))

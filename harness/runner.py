@@ -4,9 +4,10 @@ set up the cluster (on the backend the spec names: harness/backends.py),
 refuse faults the system cannot take, tables -> clients and nemesis (a
 schedule per fault timing: nemesis/nemesis.py) until the client pool's
 deadline (the time limit) -> heal (every fault removed) -> quiet period ->
-final reads -> check -> report -> tear down.  Whatever happens (Ctrl-C, a
-crashed node, a checker that raises), the teardown heals every fault, keeps
-the history written so far and stops every process the run started.
+final reads -> each node's status (nodes.json: its lease counters) -> check
+-> report -> tear down.  Whatever happens (Ctrl-C, a crashed node, a checker
+that raises), the teardown heals every fault, keeps the history written so
+far and stops every process the run started.
 
 One clock: the test starts when the clients are let go (``t0``, monotonic
 ns, kept in test.json as ``t0_ns``), and every time a run shows, from the
@@ -266,6 +267,7 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         _say(progress, t0, "final reads")
         pool.run_final()
         history.close()
+        (directory / "nodes.json").write_text(json.dumps(backend.node_statuses(), indent=2))
         _say(progress, t0, "checking")
         verdict, results = analyse(spec, directory)
     finally:

@@ -210,8 +210,8 @@ def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise SpecError(f"--{option}: {value!r} is not one of {', '.join(allowed)}")
 
 
-def load_spec(path: str, **overrides: Any) -> TestSpec:
-    """A spec from a TOML file; ``overrides`` (flags given too) win."""
+def read_spec_file(path: str) -> dict[str, Any]:
+    """A spec file's settings, every key a TestSpec field (unchecked values)."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -222,6 +222,12 @@ def load_spec(path: str, **overrides: Any) -> TestSpec:
     if unknown:
         raise SpecError(f"--spec {path}: unknown key {unknown[0]!r}; "
                         f"expected one of {', '.join(sorted(known))}")
+    return data
+
+
+def load_spec(path: str, **overrides: Any) -> TestSpec:
+    """A spec from a TOML file; ``overrides`` (flags given too) win."""
+    data = read_spec_file(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TestSpec(**data)

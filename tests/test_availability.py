@@ -143,7 +143,7 @@ def test_windows_are_measured_each_on_its_own_and_aggregated():
     assert d["by_fault"]["kill"]["read"]["max_s"] == 2.0
     assert result.lines() == [
         "unavailable: reads max 3.0 s (median 1.5 s), writes max 60.0 s "
-        "(median 45.0 s, 4 never recovered) over 4 fault windows"]
+        "(median 45.0 s, 4 cut short by the end of the run) over 4 fault windows"]
 
 
 def test_no_fault_window_no_rows_and_no_line():
@@ -189,3 +189,17 @@ def test_a_run_report_without_faults_has_no_availability_line(tmp_path):
     _, results = analyse(spec, tmp_path / "run")
     assert results["availability"]["windows"] == []
     assert not any(line.startswith("unavailable:") for line in results["summary"])
+
+
+def test_a_window_the_clients_stopped_in_is_cut_short_and_final_reads_do_not_count():
+    """The clients stop at 15 s, inside the window; the final reads at 25 s
+    are not the workload's, so they neither answer for it nor count as clients."""
+    ops = [op(p, "get", "fail", 10.5, 10.6, error="EndpointConnectionError: x")
+           for p in range(3)]
+    ops += [op(p, "get", "ok", 25.0, 25.1) for p in range(3, 9)]  # final reads
+    r = row(availability(ops, PARTITION, t0=0, end=30 * S, until=15 * S), "read")
+    assert r.clients == 3
+    # to when the clients stopped: a lower bound
+    assert r.recovered is False and r.unavailable_s == pytest.approx(5.0)
+    r = row(availability(ops, PARTITION, t0=0, end=30 * S), "read")
+    assert r.recovered is True and r.clients == 9  # without until, the final reads count

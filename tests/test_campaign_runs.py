@@ -93,3 +93,27 @@ def test_a_bad_campaign_file_names_the_key(tmp_path: Path) -> None:
     assert out.returncode == 64
     assert "bad.toml: cells[0]: unknown key 'nodez'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.cluster
+def test_compare_prints_the_table_and_writes_the_figure(tmp_path: Path) -> None:
+    figure = tmp_path / "compare.png"
+    out = faultline("compare", "--vary", "read-path=lease,read_index", "--workload", "register",
+                    "--nemesis", "partition-leader", "--nodes", "3", "--concurrency", "6",
+                    "--election-timeout-ms", "1000", "--heartbeat-ms", "100",
+                    "--quiet-period", "1", "--time-limit", "4", "--nemesis-interval", "2",
+                    "--nemesis-quiet", "1", "--seed", "7", "--results-dir", str(tmp_path),
+                    "--figure", str(figure), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("configuration"))
+    lease, read_index = lines[head + 1], lines[head + 2]
+    assert lease.startswith("read-path=lease") and read_index.startswith("read-path=read_index")
+    # the lease path serves reads from its lease; ReadIndex never does
+    def hits(line: str) -> str:
+        return next(word for word in line.split() if word.endswith("%"))
+    assert hits(lease) != "0%" and hits(read_index) == "0%"
+    assert figure.stat().st_size > 10_000
+    (folder,) = (tmp_path / "campaigns" / "compare-read-path").iterdir()
+    assert (folder / "compare.png").is_file() and (folder / "compare.txt").is_file()
+    assert "Traceback" not in out.stderr

@@ -1,5 +1,6 @@
 """faultline serve: the listing, a run's page and files, the archive, paths
-that try to leave the results folder, the index that does not walk it, the CLI."""
+that try to leave the results folder, the index that does not walk it,
+campaigns and their runs, the CLI."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from harness import cli
+from harness.campaign.record import CampaignRun, append_record
+from harness.campaign.spec import Campaign, Cell
 from harness.serve import index as index_module
 from harness.serve import PathEscape, make_app, safe_path
 from harness.serve.app import PAGE_SIZE, is_loopback
@@ -448,6 +451,217 @@ def test_campaigns_folder_is_not_a_test(tmp_path: Path) -> None:
     write_run(tmp_path / "campaigns", "c", "20261207T150000", full=False)
     assert [(r.name, r.stamp) for r in index_module.ResultsIndex(tmp_path).runs()] == [
         ("t", "20261207T144216")]
+
+
+# -- campaigns ------------------------------------------------------------------------
+
+
+CORRECT = Cell("correct", {"workload": "register", "nemesis": ["partition-leader"], "bugs": []},
+               "valid", "cells[0]", (1, 2))
+BUGGY = Cell("buggy", {**CORRECT.spec, "bugs": ["no-noop-read"]}, "invalid", "cells[1]", (1, 2))
+CAMPAIGN = Campaign("smoke", "one bug, and the correct store under the same <faults>",
+                    (CORRECT, BUGGY), (1, 2), 1, 1, None)
+#: The runs in the order they finish: the bug is missed at seed 2, one run off.
+RUNS = ((CORRECT, 1, "valid"), (BUGGY, 1, "invalid"), (CORRECT, 2, "valid"),
+        (BUGGY, 2, "valid"))
+CSTAMP = "20261208T100000"
+
+
+def write_campaign(root: Path, stamp: str = CSTAMP,
+                   runs: tuple[tuple[Cell, int, str], ...] = RUNS, *,
+                   stopped: bool = True) -> Path:
+    """A campaign folder as faultline campaign leaves it: campaign.json, its
+    runs' folders and runs.jsonl lines, and once ``stopped`` its reports."""
+    d = root / "campaigns" / CAMPAIGN.name / stamp
+    (d / "cells").mkdir(parents=True)
+    (d / "campaign.json").write_text(json.dumps({**CAMPAIGN.to_dict(),
+                                                 "started": "2026-12-08T10:00:00+00:00"}))
+    (d / "campaign.toml").write_text('name = "smoke"\n')
+    (d / "cells" / "correct.toml").write_text('workload = "register"\n')
+    for i, (cell, seed, verdict) in enumerate(runs):
+        folder = f"runs/{cell.name}/seed-{seed}/{stamp[:-2]}{i + 1:02d}"
+        write_run(d, *folder.rsplit("/", 1), verdict=verdict, seed=seed,
+                  bugs=tuple(cell.spec["bugs"]))
+        first = 5.257 if verdict == "invalid" else None
+        append_record(d / "runs.jsonl", CampaignRun(
+            cell.name, seed, 0, cell.settings, cell.expect, verdict, cell.as_expected(verdict),
+            41.0, folder, "2026-12-08T10:01:00+00:00", figures={"first_anomaly_s": first}))
+    if stopped:
+        (d / "summary.csv").write_text("cell,seed,repeat\n")
+        (d / "junit.xml").write_text("<testsuites/>\n")
+        (d / "expectations.png").write_bytes(PNG)
+        (d / "report.html").write_text("<!doctype html><title>report</title><h1>campaign</h1>")
+    return d
+
+
+def campaign_rows(page: str) -> list[tuple[str, str, str]]:
+    """(status, URL, state) of each row of the listing's campaign table, in order."""
+    return re.findall(r'<tr class="v-([\w-]+)">\s*<td class="when"><a href="(/campaign/[^"]+)">'
+                      r'.*?<span class="badge [^"]+">([^<]*)</span>', page, re.S)
+
+
+def run_links(page: str) -> list[str]:
+    return re.findall(r'<a href="(/campaign/[^"]+/run/[^"]+)">seed-', page)
+
+
+def test_listing_shows_campaigns_newest_first_with_their_state(results: Path) -> None:
+    assert "Campaigns" not in get(make_app(results), "/").text  # none yet: no table
+    write_campaign(results, "20261208T090000")
+    write_campaign(results, "20261208T100000", RUNS[:2], stopped=False)
+    write_campaign(results, "20261208T110000", (*RUNS[:3], (BUGGY, 2, "invalid")))
+    write_campaign(results, "20261208T120000", RUNS[:2])
+    page = get(make_app(results), "/").text
+    base = "/campaign/smoke/"
+    assert campaign_rows(page) == [
+        ("incomplete", f"{base}20261208T120000/", "stopped with 2 left"),
+        ("valid", f"{base}20261208T110000/", "complete"),
+        ("incomplete", f"{base}20261208T100000/", "running or stopped with 2 left"),
+        ("invalid", f"{base}20261208T090000/", "1 off")]
+    assert "4 of 4" in page and "2 of 4" in page
+    assert "the same &lt;faults&gt;" in page  # its description, escaped
+    assert len(rows(page)) == 5  # its runs are on its page, not among the runs
+
+
+def test_campaign_page_shows_cells_figures_and_runs(results: Path) -> None:
+    write_campaign(results)
+    base = f"/campaign/smoke/{CSTAMP}/"
+    page = get(make_app(results), base).text
+    assert 'id="state">1 off<' in page and "4 of 4 finished, 1 off expectation" in page
+    assert '<a href="/#campaigns">campaigns</a> / smoke / ' in page
+    cells = re.search(r'<table id="cells">(.*?)</table>', page, re.S).group(1)
+    assert re.findall(r'<tr class="v-(\w+)"><td>([\w-]+)</td>', cells) == [
+        ("valid", "correct"), ("invalid", "buggy")]
+    assert "<td>2V</td>" in cells and "<td>1V 1I</td>" in cells and "1/2 (9-91%) found" in cells
+    assert "5.3 s" in cells  # the buggy cell's first anomaly
+    for name in ("report.html", "summary.csv", "junit.xml", "campaign.toml", "runs.jsonl"):
+        assert f'href="{base}file/{name}"' in page
+    assert re.findall(r'<img src="([^"]+)"', page) == [f"{base}file/expectations.png"]
+    assert run_links(page) == [f"{base}run/correct/seed-1/20261208T100001/",
+                               f"{base}run/correct/seed-2/20261208T100003/",
+                               f"{base}run/buggy/seed-1/20261208T100002/",
+                               f"{base}run/buggy/seed-2/20261208T100004/"]
+    assert page.count('<strong class="off">off</strong>') == 1
+    assert f'href="{base}file/cells/"' in page  # the folder's files
+
+
+def test_a_running_campaign_shows_what_has_finished(results: Path) -> None:
+    write_campaign(results, runs=RUNS[:2], stopped=False)
+    page = get(make_app(results), f"/campaign/smoke/{CSTAMP}/").text
+    assert 'id="state">running or stopped with 2 left<' in page
+    cells = re.search(r'<table id="cells">(.*?)</table>', page, re.S).group(1)
+    assert "<td>1V</td>" in cells and "<td>1I</td>" in cells
+    assert len(run_links(page)) == 2
+    assert "Figures" not in page and "report.html" not in page
+
+
+def test_a_campaign_run_has_a_run_page_files_and_archive(results: Path) -> None:
+    write_campaign(results)
+    campaign = f"/campaign/smoke/{CSTAMP}/"
+    base = f"{campaign}run/buggy/seed-1/20261208T100002/"
+    page, log, folder, archive, missing = fetch(
+        make_app(results), base, base + "file/logs/n1.log", base + "file/logs/",
+        base + "archive.tar.gz", f"{campaign}run/buggy/seed-3/20261208T100002/")
+    assert page.status == 200 and 'id="verdict">invalid<' in page.text
+    crumbs = f'<a href="{campaign}">smoke / {CSTAMP}</a> / buggy/seed-1 / 20261208T100002'
+    assert crumbs in page.text
+    assert f'href="{base}file/timeline.html"' in page.text and "no-noop-read" in page.text
+    assert log.text == "n1 became leader of term 2\n"
+    assert f'<a href="{campaign}">smoke / {CSTAMP}</a> / <a href="{base}">' in folder.text
+    assert f'href="{base}file/logs/n2.log"' in folder.text
+    with tarfile.open(fileobj=io.BytesIO(archive.body), mode="r:gz") as tar:
+        assert "buggy_seed-1-20261208T100002/summary.txt" in tar.getnames()
+    assert missing.status == 404
+
+
+def test_campaign_files_are_served_with_their_types(results: Path) -> None:
+    write_campaign(results)
+    base = f"/campaign/smoke/{CSTAMP}/file/"
+    report, csv, cells, missing = fetch(make_app(results), base + "report.html",
+                                        base + "summary.csv", base + "cells/",
+                                        base + "nothing.txt")
+    assert "campaign" in report.text and "sandbox" in report.headers["Content-Security-Policy"]
+    assert csv.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert f'href="{base}cells/correct.toml"' in cells.text
+    assert f'<a href="/campaign/smoke/{CSTAMP}/">smoke / {CSTAMP}</a> / cells/' in cells.text
+    assert missing.status == 404
+
+
+def test_campaign_state_follows_its_files_by_stat_alone(tmp_path: Path, monkeypatch) -> None:
+    """A refresh reads a campaign again only when campaign.json, runs.jsonl
+    or report.html changed; a resume (runs.jsonl newer than the report) is running."""
+    reads: list[str] = []
+    real = index_module.read_json
+    monkeypatch.setattr(index_module, "read_json",
+                        lambda path: reads.append(path.name) or real(path))
+    d = write_campaign(tmp_path, runs=RUNS[:2], stopped=False)
+    index = index_module.ResultsIndex(tmp_path, min_interval=0)
+
+    def state() -> str:
+        return index.campaign("smoke", CSTAMP).state
+    assert state() == "running or stopped with 2 left" and reads == ["campaign.json"]
+    (d / "report.html").write_text("report")
+    os.utime(d / "report.html", ns=(2 * 10**18, 2 * 10**18))
+    assert state() == "stopped with 2 left"
+    assert state() == "stopped with 2 left" and reads == ["campaign.json"] * 2
+    append_record(d / "runs.jsonl", CampaignRun(
+        "buggy", 2, 0, BUGGY.settings, "invalid", "valid", False, 41.0, "",
+        "2026-12-08T10:05:00+00:00"))
+    os.utime(d / "runs.jsonl", ns=(3 * 10**18, 3 * 10**18))
+    assert state() == "1 off, running or stopped with 1 left"
+    assert index.campaign("smoke", CSTAMP).status == "invalid"
+
+
+@pytest.fixture
+def campaign_escapes(tmp_path: Path) -> Path:
+    """A results folder with a secret beside it and a campaign holding a
+    symlink to it, a run folder that is a symlink out, and a campaign folder
+    that is one."""
+    (tmp_path / "secret.txt").write_text(SECRET)
+    root = tmp_path / "results"
+    d = write_campaign(root)
+    os.symlink(tmp_path / "secret.txt", d / "leak.txt")
+    os.symlink(tmp_path / "secret.txt", d / "runs" / "correct" / "seed-1" / "20261208T100001"
+               / "logs" / "n9.log")
+    outside = write_run(tmp_path / "elsewhere", "o", "20261208T100009")
+    (outside / "summary.txt").write_text(SECRET)
+    os.symlink(outside.parent, d / "runs" / "correct" / "seed-9")
+    elsewhere = write_campaign(tmp_path / "elsewhere")
+    (elsewhere / "campaign.toml").write_text(SECRET)
+    os.symlink(elsewhere.parent, root / "campaigns" / "linked")
+    return root
+
+
+@pytest.mark.parametrize("path", [
+    "file/../../../../secret.txt",
+    "file/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+    "file/..%2f..%2f..%2f..%2fsecret.txt",
+    "file//{tmp}/secret.txt",
+    "file/%2f{tmp}%2fsecret.txt",
+    "file/leak.txt",  # a symlink to the secret
+    "run/%2e%2e/%2e%2e/%2e%2e/",
+    "run/correct/seed-1/..%2f..%2f..%2f..%2f..%2f/file/secret.txt",
+    "run/correct/seed-1/20261208T100001/file/logs/n9.log",
+    "run/correct/seed-1/20261208T100001/file/../../../../../../../secret.txt",
+    "run/correct/seed-9/20261208T100009/",  # a run folder that is a symlink out
+    "run/correct/seed-9/20261208T100009/file/summary.txt",
+    "run/correct/seed-9/20261208T100009/archive.tar.gz",
+    "/campaign/%2e%2e/%2e%2e/",
+    "/campaign/smoke/%2e%2e/file/secret.txt",
+    "/campaign/linked/" + CSTAMP + "/file/campaign.toml",  # a campaign folder linked out
+])
+def test_campaign_paths_never_leave_the_results_folder(campaign_escapes: Path,
+                                                       path: str) -> None:
+    path = path if path.startswith("/") else f"/campaign/smoke/{CSTAMP}/{path}"
+    tmp = str(campaign_escapes.parent).lstrip("/")
+    r = get(make_app(campaign_escapes), path.format(tmp=tmp))
+    assert r.status in (400, 404), (path, r.status)
+    assert SECRET not in r.text
+
+
+def test_campaign_symlinks_out_are_not_listed(campaign_escapes: Path) -> None:
+    listing, page = fetch(make_app(campaign_escapes), "/", f"/campaign/smoke/{CSTAMP}/")
+    assert [url for _, url, _ in campaign_rows(listing.text)] == [f"/campaign/smoke/{CSTAMP}/"]
+    assert "leak.txt" not in page.text and SECRET not in page.text
 
 
 # -- the command ----------------------------------------------------------------------

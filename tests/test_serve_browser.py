@@ -16,7 +16,7 @@ from aiohttp import web
 from checkers.models import get_model
 from checkers.timeline import write_html
 from harness.serve import make_app
-from test_serve import PLOTS, WITNESS, write_run
+from test_serve import CSTAMP, PLOTS, WITNESS, write_campaign, write_run
 from test_timeline import invalid_result
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
@@ -38,12 +38,14 @@ NAME, STAMP = "register-partition-leader-no-noop-read", "20261207T144343"
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
-    """Two runs; the invalid one has a real timeline page of a witness."""
+    """Two runs, the invalid one with a real timeline page of a witness, and a
+    campaign of four runs, one off."""
     root = tmp_path / "results"
     write_run(root, "register-partition-leader", "20261207T144216", verdict="valid")
     d = write_run(root, NAME, STAMP, verdict="invalid", bugs=("no-noop-read",))
     write_html(d / "timeline.html", [invalid_result()], title=NAME,
                describe=get_model("register").describe_op)
+    write_campaign(root)
     return root
 
 
@@ -127,3 +129,18 @@ def test_index_run_and_timeline_in_a_browser(browser: webdriver.Chrome, url: str
     browser.find_element(By.LINK_TEXT, "n1.log").click()
     wait.until(EC.url_contains("/file/logs/n1.log"))
     assert browser.find_element(By.TAG_NAME, "body").text == "n1 became leader of term 2"
+
+    browser.get(url)  # the campaign, from the index, and a run of it
+    browser.find_element(By.CSS_SELECTOR, "#campaigns").find_element(By.LINK_TEXT, "smoke").click()
+    wait.until(EC.url_contains(f"/campaign/smoke/{CSTAMP}/"))
+    assert browser.find_element(By.ID, "state").text == "1 off"
+    cells = browser.find_elements(By.CSS_SELECTOR, "#cells tbody tr")
+    assert [r.get_attribute("class") for r in cells] == ["v-valid", "v-invalid"]
+    assert browser.execute_script(
+        "return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot(browser, tmp_path / "campaign.png")
+    browser.find_element(By.CSS_SELECTOR, "#runs tbody tr:last-child a").click()
+    wait.until(EC.url_contains("/run/buggy/seed-2/"))
+    assert browser.find_element(By.ID, "verdict").text == "valid"  # the bug it missed
+    browser.find_element(By.LINK_TEXT, f"smoke / {CSTAMP}").click()
+    wait.until(EC.url_matches(rf".*/campaign/smoke/{CSTAMP}/$"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -19,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from harness.campaign.record import CampaignRun, current, median_wall, read_records
-from harness.campaign.report import format_table, write_reports
+from harness.campaign.report import CellSummary, format_table, write_reports
 from harness.campaign.runner import (OVERHEAD_S, CampaignFolderError, new_folder, prepare,
                                      resume_folder, run_campaign, todo)
 from harness.campaign.spec import Campaign, CampaignError, RunKey, load_campaign
@@ -44,12 +45,41 @@ def campaign_main(file: str, results_dir: str, resume: str | None, jobs: int | N
     budget_s = budget_minutes * 60 if budget_minutes is not None else campaign.budget_s
     if dry_run:
         return _dry_run(campaign, jobs, out)
+    ended = execute(campaign, folder, source, jobs=jobs, budget_s=budget_s, out=out,
+                    live=live, resumed=bool(resume))
+    print(format_table(ended.rows), file=out)
+    off = sum(r.off for r in ended.rows)
+    print(f"{ended.state}; {off} runs off expectation; report: {folder / 'report.html'}",
+          file=out)
+    if ended.left:
+        print(f"resume with: faultline campaign {file} --resume {folder}", file=out)
+    if ended.interrupted:
+        return INTERRUPTED
+    return 1 if off else 2 if ended.left else 0
+
+
+@dataclass
+class Ended:
+    """What a campaign's runs came to: the runs that count, the runs still
+    to do, the state in words, the cell table."""
+
+    records: list[CampaignRun]
+    left: list[RunKey]
+    state: str
+    rows: list[CellSummary]
+    interrupted: bool
+
+
+def execute(campaign: Campaign, folder: Path, source: str, *, jobs: int,
+            budget_s: float | None, out: TextIO, live: bool | None, resumed: bool) -> Ended:
+    """Run what is left of ``campaign`` in ``folder`` with progress on ``out``,
+    then write its reports; interrupted (Ctrl-C, SIGTERM), it stops the runs
+    under way and reports what finished."""
     prepare(folder, campaign, source)
-    before = read_records(folder / "runs.jsonl")
-    pending = todo(campaign, before)
-    print(f"campaign {campaign.name}: {len(campaign.cells)} cells, "
-          f"{len(campaign.plan())} runs, {len(pending)} to do"
-          + (f" ({len(campaign.plan()) - len(pending)} done before)" if resume else "")
+    pending = todo(campaign, read_records(folder / "runs.jsonl"))
+    planned = len(campaign.plan())
+    print(f"{campaign.name}: {len(campaign.cells)} cells, {planned} runs, {len(pending)} to do"
+          + (f" ({planned - len(pending)} done before)" if resumed else "")
           + f", {jobs} at a time; folder {folder}", file=out, flush=True)
     # SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: runs healed and stopped, reports kept
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -59,20 +89,12 @@ def campaign_main(file: str, results_dir: str, resume: str | None, jobs: int | N
                                     on_run=watcher.finished, on_start=watcher.started)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    settings = {c.name: c.settings for c in campaign.cells}
-    records = current(finished.records, settings)
+    records = current(finished.records, {c.name: c.settings for c in campaign.cells})
     recorded = {(r.cell, r.seed, r.repeat) for r in records}
     left = [k for k in campaign.plan() if (k.cell, k.seed, k.repeat) not in recorded]
     state = _state(finished.interrupted, left, budget_s)
     rows = write_reports(folder, campaign, records, left, state)
-    print(format_table(rows), file=out)
-    off = sum(r.off for r in rows)
-    print(f"{state}; {off} runs off expectation; report: {folder / 'report.html'}", file=out)
-    if left:
-        print(f"resume with: faultline campaign {file} --resume {folder}", file=out)
-    if finished.interrupted:
-        return INTERRUPTED
-    return 1 if off else 2 if left else 0
+    return Ended(records, left, state, rows, finished.interrupted)
 
 
 def _state(interrupted: bool, left: list[RunKey], budget_s: float | None) -> str:

@@ -45,7 +45,8 @@ class CampaignRun:
 def figures(results: dict[str, Any]) -> dict[str, Any]:
     """What summary.csv shows of a run, flat: anomalies by kind, time to the
     first, ops and throughput, latency quantiles per op family, the ok
-    fraction inside fault windows, the longest unavailability and staleness."""
+    fraction inside fault windows, the longest unavailability per family, the
+    stale reads and the stalest, and the lease hit rate."""
     out: dict[str, Any] = {"anomalies": results.get("anomaly_count", 0),
                            "first_anomaly_s": results.get("first_anomaly_s"),
                            "ops": results.get("ops"), "duration_s": results.get("duration_s")}
@@ -66,7 +67,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     for family, agg in sorted(((results.get("availability") or {}).get("by_family")
                                or {}).items()):
         out[f"{family} unavailable max s"] = agg.get("max_s")
-    out["staleness max ms"] = (results.get("staleness") or {}).get("max_ms")
+    staleness = results.get("staleness") or {}
+    out["stale reads"] = staleness.get("stale")
+    out["staleness max ms"] = staleness.get("max_ms")
+    out["lease hit rate"] = (results.get("lease") or {}).get("hit_rate")
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 

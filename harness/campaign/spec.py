@@ -85,6 +85,11 @@ class Cell:
     #: the seeds it runs (its table's ``seeds``, else the campaign's)
     seeds: tuple[int, ...] = (1,)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str) -> Cell:
+        """A cell as :meth:`Campaign.to_dict` wrote it (its settings hash is recomputed)."""
+        return cls(data["name"], data["spec"], data["expect"], origin, tuple(data["seeds"]))
+
     def test_spec(self, seed: int, results_dir: str, name: str) -> TestSpec:
         return TestSpec(**self.spec, seed=seed, results_dir=results_dir, name=name)
 
@@ -135,6 +140,15 @@ class Campaign:
         seeds = sorted({s for c in self.cells for s in c.seeds})
         return [RunKey(c.name, seed, r) for seed in seeds for r in range(self.repeats)
                 for c in self.cells if seed in c.seeds]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Campaign:
+        """The campaign a folder's campaign.json holds, so that a reader of the
+        folder (faultline serve) summarises its runs without the TOML file;
+        KeyError or TypeError where a key is missing or of another type."""
+        return cls(data["name"], data["description"],
+                   tuple(Cell.from_dict(c, f"cells[{i}]") for i, c in enumerate(data["cells"])),
+                   tuple(data["seeds"]), data["repeats"], data["jobs"], data["budget_s"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -292,7 +306,7 @@ def _expand(where: str, table: dict[str, Any], defaults: dict[str, Any],
             raise CampaignError(f"{where}{f' ({shown})' if shown else ''}: {e}") from None
         name = (f"{label}-{'-'.join(_show(v, k) for k, v in point.items())}" if label and point
                 else label or test.test_name)
-        cells.append(Cell(_safe(name), spec, expect or ("invalid" if test.bugs else "valid"),
+        cells.append(Cell(safe_name(name), spec, expect or ("invalid" if test.bugs else "valid"),
                           where, seeds))
     return cells
 
@@ -305,7 +319,7 @@ def _show(value: Any, key: str = "") -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return _UNSAFE.sub("_", name).strip("_") or "cell"
 
 
@@ -328,7 +342,7 @@ def _named(cells: list[Cell]) -> list[Cell]:
                                 "twice, alike in every setting")
         for c in group:
             suffix = "-".join(f"{k}-{_show(c.spec.get(k, 'default'), k)}" for k in keys)
-            out.append(replace(c, name=_safe(f"{name}-{suffix}")))
+            out.append(replace(c, name=safe_name(f"{name}-{suffix}")))
     if len({c.name for c in out}) != len(out):
         raise CampaignError("cells with the same name after their settings were appended: "
                             "give their tables a 'name'")

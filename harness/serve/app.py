@@ -1,10 +1,12 @@
-"""The pages of ``faultline serve``: the listing, a run, its files, its archive.
+"""The pages of ``faultline serve``: the listing, a run, its files, its
+archive, a campaign and its files; a campaign's runs have the same pages as
+any run, under the campaign's URL.
 
 Every path a URL names, and every file of a run a page reads, passes
 :func:`~harness.serve.paths.safe_path` before it is opened: no ``..``, nothing
 absolute, and once resolved (symlinks followed) it lies inside the folder it
-was asked of (the results folder, then the run folder).  Pages read only the
-index and the one run they show.
+was asked of (the results folder, then the campaign folder, then the run
+folder).  Pages read only the index and the one run or campaign they show.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import web
 
-from harness.serve.index import STATUSES, ResultsIndex, RunRecord
+from harness.campaign.record import CampaignRun
+from harness.campaign.report import TABLE_HEADER, summarise, table_cells
+from harness.campaign.spec import RunKey
+from harness.serve.index import (CAMPAIGNS, INCOMPLETE, STATUSES, VERDICTS, CampaignRecord,
+                                 ResultsIndex, RunRecord, is_run, load_run, read_campaign)
 from harness.serve.paths import PathEscape, safe_path
 
 INDEX: web.AppKey[ResultsIndex] = web.AppKey("index", ResultsIndex)
@@ -40,6 +46,11 @@ CHUNK = 1 << 18
 TEXT_SUFFIXES = frozenset({".log", ".txt", ".json", ".jsonl", ".toml", ".csv", ".edn"})
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png",
                  ".svg": "image/svg+xml", ".gz": "application/gzip"}
+#: A campaign's figures (harness/campaign/report.py), a comparison's
+#: (harness/compare.py) first.
+CAMPAIGN_FIGURES = ("compare.png", "expectations.png", "first_anomaly.png")
+#: The files of a campaign folder its page links to, where present.
+CAMPAIGN_LINKS = ("report.html", "summary.csv", "junit.xml", "campaign.toml", "runs.jsonl")
 #: The listing's filters: query parameter -> what it matches in a record.
 FILTERS: dict[str, Callable[[RunRecord], tuple[str, ...]]] = {
     "workload": lambda r: (r.workload,) if r.workload else (),
@@ -59,9 +70,13 @@ def make_app(results_dir: Path, *, min_interval: float = 2.0) -> web.Application
     env.filters.update(secs=_secs, size=_size, urlpath=lambda s: quote(s, safe="/"))
     app[TEMPLATES] = env
     app.router.add_get("/", index_page)
-    app.router.add_get("/run/{name}/{stamp}/", run_page)
-    app.router.add_get("/run/{name}/{stamp}/archive.tar.gz", run_archive)
-    app.router.add_get("/run/{name}/{stamp}/file/{path:.*}", run_file)
+    campaign = "/campaign/{campaign}/{campaign_stamp}/"
+    app.router.add_get(campaign, campaign_page)
+    app.router.add_get(campaign + "file/{path:.*}", folder_file)
+    for run in ("/run/{name}/{stamp}/", campaign + "run/{cell}/{label}/{stamp}/"):
+        app.router.add_get(run, run_page)
+        app.router.add_get(run + "archive.tar.gz", run_archive)
+        app.router.add_get(run + "file/{path:.*}", folder_file)
     return app
 
 
@@ -80,7 +95,8 @@ async def index_page(request: web.Request) -> web.Response:
     page = min(max(_int(request.query.get("page"), 1), 1), pages)
     counts = {s: sum(r.status == s for r in shown) for s in STATUSES}
     return _render(request, "index.html", runs=shown[(page - 1) * PAGE_SIZE:page * PAGE_SIZE],
-                   total=len(runs), matched=len(shown), counts=counts, options=options,
+                   campaigns=request.app[INDEX].campaigns(), total=len(runs),
+                   matched=len(shown), counts=counts, options=options,
                    chosen=chosen, page=page, pages=pages,
                    page_url=lambda n: "?" + urlencode({**chosen, "page": n}))
 
@@ -92,24 +108,54 @@ def _int(text: str | None, default: int) -> int:
         return default
 
 
-def _record(request: web.Request) -> RunRecord:
-    """The run a URL names: 400 if its name or stamp tries to leave the
-    results folder, 404 if it is not a run the index holds."""
-    index = request.app[INDEX]
-    name, stamp = request.match_info["name"], request.match_info["stamp"]
+def _inside(base: Path, rel: str) -> Path:
+    """``base/rel`` as :func:`safe_path` resolves it; 400 if it leaves ``base``."""
     try:
-        safe_path(index.root, f"{name}/{stamp}")
+        return safe_path(base, rel)
     except PathEscape:
-        raise web.HTTPBadRequest(text="that path leaves the results folder\n") from None
-    rec = index.run(name, stamp)
+        raise web.HTTPBadRequest(text="that path leaves the folder it names\n") from None
+
+
+def _campaign(request: web.Request) -> CampaignRecord:
+    """The campaign a URL names: 400 if its parts try to leave the results
+    folder, 404 if it is not a campaign the index holds."""
+    index = request.app[INDEX]
+    name, stamp = request.match_info["campaign"], request.match_info["campaign_stamp"]
+    _inside(index.root, f"{CAMPAIGNS}/{name}/{stamp}")
+    rec = index.campaign(name, stamp)
     if rec is None:
-        raise web.HTTPNotFound(text=f"no run {name}/{stamp} in {index.root}\n")
+        raise web.HTTPNotFound(text=f"no campaign {name}/{stamp} in {index.root}\n")
     return rec
+
+
+def _record(request: web.Request) -> RunRecord:
+    """The run a URL names, of the results folder (held by the index) or of
+    a campaign (read now: the index keeps no campaign's runs): 400 if its
+    parts try to leave the folder, 404 if it is no run."""
+    m = request.match_info
+    if "campaign" in m:
+        campaign = _campaign(request)
+        name = f"{m['cell']}/{m['label']}"
+        path = _inside(campaign.path, f"runs/{name}/{m['stamp']}")
+        if not is_run(path):
+            raise web.HTTPNotFound(text=f"no run {name}/{m['stamp']} in {campaign.path}\n")
+        return load_run(name, m["stamp"], path, campaign)
+    index = request.app[INDEX]
+    _inside(index.root, f"{m['name']}/{m['stamp']}")
+    rec = index.run(m["name"], m["stamp"])
+    if rec is None:
+        raise web.HTTPNotFound(text=f"no run {m['name']}/{m['stamp']} in {index.root}\n")
+    return rec
+
+
+def _owner(request: web.Request) -> RunRecord | CampaignRecord:
+    """The run or the campaign whose folder a URL names (a run's URL has a stamp)."""
+    return _record(request) if "stamp" in request.match_info else _campaign(request)
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file or folder of a run, as a link."""
+    """A file or folder of a run or campaign folder, as a link."""
 
     rel: str
     size: int | None  # None for a folder
@@ -120,7 +166,7 @@ class FileEntry:
 
 
 def _entries(run_dir: Path, folder: Path) -> list[FileEntry]:
-    """What ``folder`` holds, folders first; symlinks that leave the run are left out."""
+    """What ``folder`` holds, folders first; symlinks that leave ``run_dir`` are left out."""
     run_dir = run_dir.resolve()
     out = []
     try:
@@ -226,25 +272,61 @@ async def run_page(request: web.Request) -> web.Response:
         has={f.rel for f in files})
 
 
-async def run_file(request: web.Request) -> web.StreamResponse:
-    """A file of the run (text/plain for logs and JSON, so a browser shows
-    them), or a folder's listing."""
-    rec = _record(request)
-    rel = request.match_info["path"]
+@dataclass(frozen=True)
+class CampaignRunRow:
+    """A run of the campaign page's table, with its page's URL (None: it left no folder)."""
+
+    run: CampaignRun
+    url: str | None
+
+    @property
+    def label(self) -> str:
+        return RunKey(self.run.cell, self.run.seed, self.run.repeat).label
+
+    @property
+    def status(self) -> str:
+        """Its verdict as a badge's colour: a crashed run is an incomplete one."""
+        return self.run.verdict if self.run.verdict in VERDICTS else INCOMPLETE
+
+
+async def campaign_page(request: web.Request) -> web.Response:
+    """The campaign as far as it has run: its cell table is summarised from
+    runs.jsonl now, so that it shows a campaign still running."""
+    rec = _campaign(request)
+    files = _entries(rec.path, rec.path)
+    has = {f.rel for f in files}
     try:
-        target = safe_path(rec.path, rel)
-    except PathEscape:
-        raise web.HTTPBadRequest(text="that path leaves the run folder\n") from None
+        campaign, runs = read_campaign(rec.path)
+    except (OSError, ValueError):
+        cells, rows = [], []
+    else:
+        cells = summarise(campaign, runs)
+        order = {c.name: i for i, c in enumerate(campaign.cells)}
+        # read_campaign keeps only the runs of the campaign's cells: each has an order
+        runs.sort(key=lambda r: (order[r.cell], r.seed, r.repeat))
+        rows = [CampaignRunRow(r, rec.run_url(r.folder)) for r in runs]
+    return _render(request, "campaign.html", campaign=rec, header=TABLE_HEADER, cells=cells,
+                   cell_text=table_cells, runs=rows, files=files,
+                   figures=[f for f in CAMPAIGN_FIGURES if f in has],
+                   links=[f for f in CAMPAIGN_LINKS if f in has])
+
+
+async def folder_file(request: web.Request) -> web.StreamResponse:
+    """A file of a run or of a campaign folder (text/plain for logs and
+    JSON, so a browser shows them), or a folder's listing."""
+    owner = _owner(request)
+    rel = request.match_info["path"]
+    target = _inside(owner.path, rel)
     if target.is_dir():
-        return _render(request, "folder.html", run=rec, rel=rel.rstrip("/"),
-                       files=_entries(rec.path, target))
+        return _render(request, "folder.html", owner=owner, rel=rel.rstrip("/"),
+                       files=_entries(owner.path, target))
     if not target.is_file():
-        raise web.HTTPNotFound(text=f"no file {rel} in {rec.name}/{rec.stamp}\n")
+        raise web.HTTPNotFound(text=f"no file {rel} in {owner.name}/{owner.stamp}\n")
     suffix = target.suffix.lower()
     ctype = ("text/plain; charset=utf-8" if suffix in TEXT_SUFFIXES
              else CONTENT_TYPES.get(suffix, "application/octet-stream"))
     headers = {"Content-Type": ctype, "X-Content-Type-Options": "nosniff"}
-    if suffix in (".html", ".svg"):  # a page of the run runs in an origin of its own
+    if suffix in (".html", ".svg"):  # a page of the folder runs in an origin of its own
         headers["Content-Security-Policy"] = "sandbox allow-scripts"
     try:
         fh = target.open("rb")
