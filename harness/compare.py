@@ -14,6 +14,7 @@ long reads and writes went unanswered in a fault window.
 from __future__ import annotations
 
 import itertools
+import textwrap
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def field_of(flag: str) -> str:
 
 def comparison_campaign(name: str, configs: list[Configuration], seeds: tuple[int, ...],
                         description: str) -> Campaign:
-    cells = tuple(Cell(_cell_name(c.label), c.spec, "any", c.label, seeds) for c in configs)
+    cells = tuple(Cell(_cell_name(c.label), c.spec, "any", "--vary", seeds, c.label)
+                  for c in configs)
     return Campaign(name, description, cells, seeds, 1, 1, None)
 
 
@@ -103,7 +105,7 @@ def sides(campaign: Campaign, records: list[CampaignRun]) -> list[Side]:
             if r.cell == cell.name:
                 verdicts[r.verdict] = verdicts.get(r.verdict, 0) + 1
         out.append(Side(
-            cell.origin, len(mine), verdicts, sum(f.get("anomalies") or 0 for f in mine),
+            cell.label, len(mine), verdicts, sum(f.get("anomalies") or 0 for f in mine),
             _total(mine, "stale reads"), _worst(mine, "staleness max ms"),
             _median([_family_latency(f, "read", "p50") for f in mine]),
             _median([_family_latency(f, "read", "p99") for f in mine]),
@@ -185,10 +187,11 @@ def plot_comparison(rows: list[Side], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [s.label.replace(",", "\n") for s in rows]
+    labels = ["\n".join(part.partition("=")[2] or part for part in s.label.split(","))
+              for s in rows]
     x = range(len(rows))
-    fig, axes = plt.subplots(2, 2, figsize=(max(8.0, 1.6 * len(rows) + 3), 7.5))
-    (stale, lat), (unans, work) = axes
+    fig, axes = plt.subplots(4, 1, figsize=(max(8.0, 1.5 * len(rows) + 2), 13))
+    stale, lat, unans, work = axes
 
     stale.bar(x, [s.stalest_ms or 0 for s in rows], color="#d93025")
     for i, s in enumerate(rows):
@@ -216,7 +219,7 @@ def plot_comparison(rows: list[Side], path: Path, title: str) -> None:
     for ax in axes.flat:
         ax.set_xticks(list(x), labels, fontsize=7)
         ax.margins(y=0.2)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

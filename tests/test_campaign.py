@@ -348,3 +348,60 @@ def test_nightly_runs_the_correct_store_under_every_fault_with_every_workload():
     planted = {b for cell in c.cells for b in cell.spec.get("bugs", [])}
     from harness.spec import BUG_FLAGS
     assert set(BUG_FLAGS) - planted == {"commit-previous-term"}
+
+
+# ------------------------------------------------------------- the runner, runs faked
+
+def fake_runs(monkeypatch, wall_s: float = 1.0, pause: float = 0.0):
+    """run_faultline replaced by a stand-in that records who ran and how many at once."""
+    import threading
+    import time
+
+    from harness.campaign import runner
+    from harness.subrun import Outcome
+
+    seen: list[str] = []
+    live = [0, 0]  # now, most
+    lock = threading.Lock()
+
+    def fake(args, results_dir, name, time_limit, log=None, halt=None):
+        with lock:
+            live[0] += 1
+            live[1] = max(live[1], live[0])
+            seen.append(f"{results_dir.name}/{name}")
+        time.sleep(pause)
+        with lock:
+            live[0] -= 1
+        verdict = "invalid" if "unchecked" in results_dir.name else "valid"
+        return Outcome(verdict, {"verdict": verdict, "ops": 10}, wall_s, None)
+
+    monkeypatch.setattr(runner, "run_faultline", fake)
+    return seen, live
+
+
+def test_runs_go_jobs_at_a_time_and_each_is_recorded(tmp_path, monkeypatch):
+    from harness.campaign.runner import run_campaign
+
+    seen, live = fake_runs(monkeypatch, pause=0.3)
+    c = campaign()
+    prepare(tmp_path, c, "")
+    heard = []
+    done = run_campaign(c, tmp_path, jobs=2, on_run=lambda r, rs: heard.append(r.cell))
+    assert len(seen) == 4 and live[1] == 2
+    assert sorted(heard) == sorted(k.cell for k in c.plan())
+    assert all(r.as_expected for r in done.records) and not done.interrupted
+    assert len(read_records(tmp_path / "runs.jsonl")) == 4
+    assert todo(c, read_records(tmp_path / "runs.jsonl")) == []
+
+
+def test_the_budget_stops_starting_runs(tmp_path, monkeypatch):
+    from harness.campaign.runner import run_campaign
+
+    seen, _ = fake_runs(monkeypatch, wall_s=200.0)
+    c = campaign()
+    prepare(tmp_path, c, "")
+    # the first run is assumed to cost its time limit and start-up (25 s): it
+    # starts; it took 200 s, so a second would end past the 150-s budget
+    done = run_campaign(c, tmp_path, budget_s=150.0)
+    assert len(seen) == 1 and len(done.records) == 1
+    assert len(todo(c, done.records)) == 3

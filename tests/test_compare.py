@@ -104,3 +104,19 @@ def test_a_config_file_with_an_unknown_key_is_refused(tmp_path: Path, capsys):
     bad.write_text("lease_mss = 3\n")
     assert main(["compare", "--config", str(bad), "--config", str(bad)]) == 64
     assert "unknown key 'lease_mss'" in capsys.readouterr().err
+
+
+def test_lease_counts_come_from_each_nodes_status(tmp_path: Path):
+    import json
+
+    from harness.analysis import lease_counts
+
+    assert lease_counts(tmp_path) is None  # a run saved before nodes.json
+    (tmp_path / "nodes.json").write_text(json.dumps({
+        "n1": {"lease": {"hits": 90, "misses": 10, "valid": True}},
+        "n2": {"lease": {"hits": 0, "misses": 0}},
+        "n3": None}))  # down at the end: it says nothing
+    counts = lease_counts(tmp_path)
+    assert counts == {"hits": 90, "misses": 10, "hit_rate": 0.9,
+                      "by_node": {"n1": {"hits": 90, "misses": 10},
+                                  "n2": {"hits": 0, "misses": 0}}}

@@ -84,11 +84,14 @@ class Cell:
     origin: str
     #: the seeds it runs (its table's ``seeds``, else the campaign's)
     seeds: tuple[int, ...] = (1,)
+    #: how reports name it, where not by ``name`` (a comparison: ``read-path=lease``)
+    label: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> Cell:
         """A cell as :meth:`Campaign.to_dict` wrote it (its settings hash is recomputed)."""
-        return cls(data["name"], data["spec"], data["expect"], origin, tuple(data["seeds"]))
+        return cls(data["name"], data["spec"], data["expect"], origin, tuple(data["seeds"]),
+                   data.get("label", ""))
 
     def test_spec(self, seed: int, results_dir: str, name: str) -> TestSpec:
         return TestSpec(**self.spec, seed=seed, results_dir=results_dir, name=name)
@@ -155,7 +158,8 @@ class Campaign:
                 "seeds": list(self.seeds), "repeats": self.repeats, "jobs": self.jobs,
                 "budget_s": self.budget_s,
                 "cells": [{"name": c.name, "expect": c.expect, "settings": c.settings,
-                           "seeds": list(c.seeds), "spec": c.spec} for c in self.cells]}
+                           "seeds": list(c.seeds), "spec": c.spec,
+                           **({"label": c.label} if c.label else {})} for c in self.cells]}
 
 
 def load_campaign(path: str | Path) -> Campaign:
