@@ -544,6 +544,16 @@ def test_campaign_page_shows_cells_figures_and_runs(results: Path) -> None:
     assert f'href="{base}file/cells/"' in page  # the folder's files
 
 
+def test_a_comparison_shows_its_table_and_figure_first(results: Path) -> None:
+    d = write_campaign(results)
+    (d / "compare.txt").write_text("configuration  runs\nread-path=<lease>  2\n")
+    (d / "compare.png").write_bytes(PNG)
+    page = get(make_app(results), f"/campaign/smoke/{CSTAMP}/").text
+    assert "read-path=&lt;lease&gt;  2" in page.split('<pre id="comparison">')[1]
+    assert [src.rsplit("/", 1)[1] for src in re.findall(r'<img src="([^"]+)"', page)] == [
+        "compare.png", "expectations.png"]
+
+
 def test_a_running_campaign_shows_what_has_finished(results: Path) -> None:
     write_campaign(results, runs=RUNS[:2], stopped=False)
     page = get(make_app(results), f"/campaign/smoke/{CSTAMP}/").text

@@ -307,6 +307,7 @@ async def campaign_page(request: web.Request) -> web.Response:
         rows = [CampaignRunRow(r, rec.run_url(r.folder)) for r in runs]
     return _render(request, "campaign.html", campaign=rec, header=TABLE_HEADER, cells=cells,
                    cell_text=table_cells, runs=rows, files=files,
+                   comparison=_read_text(rec.path, "compare.txt"),
                    figures=[f for f in CAMPAIGN_FIGURES if f in has],
                    links=[f for f in CAMPAIGN_LINKS if f in has])
 
