@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import signal
 import sys
 import traceback
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from checkers import importers
 from checkers.check import check_histories
-from checkers.history import HistoryError, Operation
+from checkers.history import History, HistoryError, Operation
 from checkers.models import MODELS, get_model
 from checkers.report import key_lines, summary_line
 from checkers.result import EXIT_CODES, INVALID, UNKNOWN, VALID, CheckResult, combine
@@ -117,9 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_run(sub)
     an = sub.add_parser("analyse", help="re-check a saved run's results folder offline")
-    an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest)")
+    an.add_argument("dir", metavar="DIR", help="a results folder (e.g. results/latest), or a "
+                    "bundle of one (faultline export), unpacked beside it first")
     _add_max_staleness(an, "the run's, from its test.json")
     an.set_defaults(func=cmd_analyse)
+    ex = sub.add_parser("export", help="pack a run's evidence into one bug-report bundle",
+                        description="Write a run folder's test, schedule, history, results, "
+                        "witness, plots, node logs and configurations, with the faultline "
+                        "version and git commit and a checksum per file, as one .tar.gz; "
+                        "check and analyse take the bundle as they take the folder.")
+    ex.add_argument("dir", metavar="RUN_DIR", help="a results folder (e.g. results/latest)")
+    ex.add_argument("-o", "--output", metavar="FILE",
+                    help="the bundle (default: <test>-<stamp>.tar.gz here)")
+    ex.set_defaults(func=cmd_export)
     _add_cluster(sub)
     _add_docker(sub)
     _add_serve(sub)
@@ -168,8 +180,9 @@ def _run_options(r: argparse.ArgumentParser) -> None:
     None, meaning "not given"."""
     d = TestSpec()
     store = STORE_DEFAULTS
-    r.add_argument("--spec", metavar="TOML",
-                   help="the test as a TOML file; flags given too override it (default: none)")
+    r.add_argument("--spec", metavar="FILE",
+                   help="the test as a TOML file, or a run's test.json (the same test again, "
+                   "its seed included); flags given too override it (default: none)")
     r.add_argument("--workload", choices=WORKLOADS,
                    help=f"what the clients do (default: {d.workload})")
     r.add_argument("--nodes", type=_count, metavar="N",
@@ -566,14 +579,39 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.bundle import BundleError, export
+
+    run = Path(args.dir).resolve()
+    out = Path(args.output or f"{run.parent.name}-{run.name}.tar.gz")
+    try:
+        files = export(run, out)
+    except (BundleError, OSError) as e:
+        print(f"faultline export: {e}", file=sys.stderr)
+        return EX_DATAERR
+    print(f"{out}: {len(files)} files of {run}, {out.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Check a saved run again: the same checkers, plots and timeline, no cluster."""
     from dataclasses import replace
     from pathlib import Path
 
     from harness.analysis import analyse, saved_spec, write_results
+    from harness.bundle import BundleError, is_bundle, open_bundle
 
     directory = Path(args.dir).resolve()
+    if is_bundle(directory):
+        into = _free_folder(directory.parent / directory.name.split(".")[0])
+        try:
+            directory = open_bundle(directory, into)
+        except BundleError as e:
+            print(f"faultline analyse: {e}", file=sys.stderr)
+            return EX_DATAERR
+        print(f"unpacked into {directory}")
     try:
         spec = saved_spec(directory)
         if args.max_staleness_ms is not None:  # the flag overrides the run's
@@ -586,6 +624,15 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     print((directory / "summary.txt").read_text(), end="")
     print(f"verdict: {verdict.upper()}")
     return EXIT[verdict]
+
+
+def _free_folder(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... the first that does not exist."""
+    n, free = 1, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.name}-{n}")
+    return free
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:
@@ -701,12 +748,31 @@ def cmd_node(argv: list[str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        paths = importers.discover(args.paths)
-        histories = [importers.load(p, args.format) for p in paths]
-    except (HistoryError, FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
-        print(f"faultline check: {e}", file=sys.stderr)
-        return EX_DATAERR
+    import tempfile
+
+    from harness.bundle import BundleError, is_bundle, open_bundle
+
+    with tempfile.TemporaryDirectory(prefix="faultline-check-") as scratch:
+        shown: dict[str, str] = {}  # a bundle is checked as its history, named after it
+        try:
+            for i, p in enumerate(args.paths):
+                if is_bundle(p):
+                    history = str(open_bundle(Path(p), Path(scratch) / str(i)) / "history.jsonl")
+                    shown[history] = f"{p}:history.jsonl"
+            paths = importers.discover([next((h for h, b in shown.items()
+                                              if b.startswith(f"{p}:")), p)
+                                        for p in args.paths])
+            histories = [importers.load(p, args.format) for p in paths]
+            for h in histories:
+                h.path = shown.get(str(h.path), h.path)
+        except (HistoryError, BundleError, FileNotFoundError, IsADirectoryError,
+                UnicodeDecodeError) as e:
+            print(f"faultline check: {e}", file=sys.stderr)
+            return EX_DATAERR
+    return _check(args, histories)
+
+
+def _check(args: argparse.Namespace, histories: list[History]) -> int:
     if not histories:
         print(f"faultline check: no history found under {' '.join(args.paths)}",
               file=sys.stderr)
@@ -753,7 +819,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["node"]:  # the node's flags, --help included, are the node's to parse
         return cmd_node(argv[1:])
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # the reader went away (`| head`): stop, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

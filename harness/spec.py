@@ -2,13 +2,14 @@
 
 ``faultline run`` builds it from its flags or from a TOML file (``--spec``);
 ``test.json`` in the results folder holds it, with the seed actually used,
-so a run can be replayed.  Its ``nemesis`` entries stay as typed,
-``NAME[:WINDOW[/QUIET]]`` (nemesis/nemesis.py parses them), so test.json
-reads back as it was given.
+and ``--spec`` takes it back, so a saved run runs again as configured.  Its
+``nemesis`` entries stay as typed, ``NAME[:WINDOW[/QUIET]]``
+(nemesis/nemesis.py parses them), so test.json reads back as it was given.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -211,12 +212,22 @@ def _choice(option: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def read_spec_file(path: str) -> dict[str, Any]:
-    """A spec file's settings, every key a TestSpec field (unchecked values)."""
+    """A spec file's settings, every key a TestSpec field (unchecked values):
+    a TOML file, or a run's test.json (its ``spec``), so that a saved run
+    runs again as it was configured, its seed included."""
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+                data = data["spec"]
+        else:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as e:
         raise SpecError(f"--spec {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"--spec {path}: not a table of settings")
     known = {f.name for f in fields(TestSpec)}
     unknown = sorted(set(data) - known)
     if unknown:

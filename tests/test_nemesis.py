@@ -310,6 +310,27 @@ def test_spec_from_toml_with_flag_overrides(tmp_path):
         load_spec(str(f))
 
 
+def test_a_runs_test_json_is_a_spec(tmp_path):
+    """test.json, as the runner writes it, runs the same test again, its seed too."""
+    import json
+
+    from harness.spec import load_spec
+
+    saved = TestSpec(workload="register", nemesis=["partition-leader:8/2"], bugs=["long-lease"],
+                     nodes=3, workload_options={"keys": 4})
+    saved.resolve_seed()
+    f = tmp_path / "test.json"
+    f.write_text(json.dumps({"spec": saved.to_dict(), "seed": saved.seed, "t0_ns": 1}))
+    assert load_spec(str(f)) == saved
+    assert load_spec(str(f), nodes=5).nodes == 5  # flags given too still win
+    f.write_text("{not json")
+    with pytest.raises(SpecError, match=r"--spec .*test\.json: Expecting property name"):
+        load_spec(str(f))
+    f.write_text("[1, 2]")
+    with pytest.raises(SpecError, match="not a table of settings"):
+        load_spec(str(f))
+
+
 @pytest.mark.parametrize("faults", [["partition-one"], ["leader-churn"]])
 def test_fault_and_quiet_windows_have_their_own_lengths(faults):
     """Faults last ``interval``, the gaps between them ``quiet``, each at least as
