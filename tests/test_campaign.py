@@ -299,7 +299,10 @@ def make_campaign_folder(root: Path, stamp: str, offs: list[bool]) -> Path:
     (folder / "campaign.json").write_text('{"name": "nightly"}')
     for i, off in enumerate(offs):
         run = folder / "runs" / "cell" / f"seed-{i}" / "20260101T000000"
-        run.mkdir(parents=True)
+        (run / "logs").mkdir(parents=True)
+        latest = run.parents[1] / "latest"  # as the runner points it: the cell's newest run
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(run)
         (run / "history.jsonl").write_text("x" * 1000)
         (folder / "logs" / f"cell-seed-{i}.log").write_text("log")
         append_record(folder / "runs.jsonl", CampaignRun(
@@ -317,11 +320,11 @@ def test_prune_keeps_the_newest_and_every_unexpected_run(tmp_path):
     freed = prune(tmp_path, 1, log=lambda s: None)
     assert freed >= 3000
     assert not oldest.exists()
-    assert (older / "runs" / "cell" / "seed-1").exists()
-    assert not (older / "runs" / "cell" / "seed-0").exists()
+    assert (older / "runs" / "cell" / "seed-1" / "20260101T000000" / "logs").is_dir()
+    assert not (older / "runs" / "cell" / "seed-0" / "20260101T000000").exists()
     assert sorted(p.name for p in (older / "logs").iterdir()) == ["cell-seed-1.log"]
     assert (older / "runs.jsonl").exists()
-    assert len(list((newest / "runs" / "cell").iterdir())) == 2
+    assert len(list((newest / "runs" / "cell").glob("seed-*"))) == 2
 
 
 def test_a_table_may_run_its_own_seeds():

@@ -43,8 +43,13 @@ def prune(results: Path, keep: int, *, dry_run: bool = False,
 
 
 def _run_folders(folder: Path) -> list[Path]:
-    """runs/<cell>/<label>/<stamp>/: every run folder, finished or not."""
-    return [p for p in (folder / "runs").glob("*/*/*") if p.is_dir() and not p.is_symlink()]
+    """runs/<cell>/<label>/<stamp>/: every run folder, finished or not; never
+    through a symlink (each cell has a ``latest`` one into its newest run)."""
+    level = [folder / "runs"]
+    for _ in range(3):
+        level = [p for parent in level for p in parent.glob("*")
+                 if p.is_dir() and not p.is_symlink()]
+    return level
 
 
 def _remove_empty(path: Path, stop: Path) -> None:
