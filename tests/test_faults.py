@@ -10,7 +10,7 @@ import random
 import pytest
 from test_nemesis import RecordingBackend
 
-from nemesis.faults import FAULTS, UnsupportedFault, check_support
+from nemesis.faults import FAULT_KINDS, FAULTS, UnsupportedFault, check_support
 
 
 def _hit(b: RecordingBackend, verb: str) -> list[str]:
@@ -63,6 +63,38 @@ def test_the_majority_is_seeded():
     picks = [FAULTS["power-loss"](RecordingBackend(5), random.Random(s)).targets["nodes"]
              for s in (1, 1, 2, 3, 4, 5)]
     assert picks[0] == picks[1] and len({tuple(p) for p in picks}) > 1
+
+
+@pytest.mark.parametrize("name, leader, targets", [
+    ("partition-one", "n3", {"groups": [["n2"], ["n1", "n3", "n4", "n5"]]}),
+    ("partition-halves", "n3", {"groups": [["n1", "n2"], ["n3", "n4", "n5"]]}),
+    ("partition-bridge", "n3", {"groups": [["n1", "n2", "n5"], ["n2", "n3", "n4"]]}),
+    ("partition-random", "n3", {"groups": [["n1"], ["n2"], ["n3", "n5"], ["n4"]]}),
+    ("partition-leader", None, {"groups": [["n2"], ["n1", "n3", "n4", "n5"]],
+                                "leader": None, "term": None}),
+    ("clock-bump", "n3", {"node": "n3", "bump_s": -6.344, "leader": "n3", "term": 7}),
+    ("clock-bump", None, {"node": "n2", "bump_s": -10.692, "leader": None, "term": None}),
+    ("clock-strobe", "n3", {"node": "n2", "delta_s": 6.123}),
+    ("kill", "n3", {"node": "n2"}),
+    ("kill-majority", "n3", {"nodes": ["n2", "n3", "n4"], "leader": "n3", "term": 7}),
+    ("kill-majority", None, {"nodes": ["n1", "n2", "n3"], "leader": None, "term": None}),
+    ("disk-slow", "n3", {"nodes": ["n2", "n3", "n4"], "leader": "n3", "term": 7,
+                         "fsync_delay_ms": 483}),
+    ("apply-slow", "n3", {"nodes": ["n1", "n2", "n4", "n5"], "leader": "n3", "term": 7,
+                          "apply_delay_ms": 13, "spared": "n3"}),
+    ("leader-churn", "n3", {"first": {"from": "n3", "term": 7, "to": "n2"}}),
+    ("delay", "n3", {"ms": 44.2}),
+    ("loss", "n3", {"p": 0.084}),
+])
+def test_seed_1_chooses_what_it_always_chose(name, leader, targets):
+    """Pinned from before faults were split into choose and apply: a saved run's
+    seed must keep choosing the same targets, written the same way (key order
+    too, as schedule.jsonl has them), and choosing must touch nothing."""
+    b = RecordingBackend()
+    b.current_leader = leader
+    assert json.dumps(FAULT_KINDS[name].choose(b, random.Random(1))) == json.dumps(targets)
+    assert b.calls == []
+    assert json.dumps(FAULTS[name](b, random.Random(1)).targets) == json.dumps(targets)
 
 
 def test_kill_all_kills_and_restarts_every_node_and_aims_at_no_leader():
