@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_campaign(sub)
     _add_compare(sub)
+    _add_replay(sub)
+    _add_shrink(sub)
     # listed for --help only: main() hands everything after `node` to the node's own parser
     sub.add_parser("node", add_help=False,
                    help="run one store node in the foreground (faultline node --help)")
@@ -162,6 +164,32 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--html", metavar="OUT",
                    help="write an HTML timeline of the results (default: none)")
     c.set_defaults(func=cmd_check)
+
+
+def _add_shrink(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("shrink", help="shrink a failing history to a small one that fails "
+                       "the same way",
+                       description="Remove whole ops from a failing history (delta "
+                       "debugging, with its checker as the test) until what is left still "
+                       "shows the same anomaly, and no other, and no smaller part does; "
+                       "write it as a history file with its witness as HTML beside it, and "
+                       "print the witness. Exit 1 when shrunk, 0 when the history is valid "
+                       "(nothing to shrink).")
+    s.add_argument("path", metavar="RUN_DIR|HISTORY",
+                   help="a results folder (its history, judged by its workload's checker "
+                   "with the run's settings) or a history file (judged as faultline check "
+                   "judges it)")
+    s.add_argument("--workload", choices=WORKLOADS,
+                   help="the checker: register (linearizability), set or bank, a history "
+                   "file's with the workload's default options (default: the run's; "
+                   "register for a history file)")
+    s.add_argument("--model", choices=sorted(MODELS),
+                   help="a register history file's model (default: implied by its format "
+                   "and ops)")
+    s.add_argument("-o", "--output", metavar="PATH",
+                   help="the shrunk history, its timeline beside it as .html (default: "
+                   "shrunk.jsonl in RUN_DIR, or beside HISTORY)")
+    s.set_defaults(func=cmd_shrink)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -470,6 +498,82 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if ended.interrupted:
         return INTERRUPTED
     return 1 if any(r.verdict == "crashed" for r in ended.records) else 0
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    from nemesis.replay import TARGETS
+
+    r = sub.add_parser(
+        "replay", help="run a saved test again with its recorded fault schedule",
+        description="Start a fresh cluster with a saved run's configuration and seed, play "
+        "its recorded faults (schedule.jsonl) at the same offsets, and say whether the "
+        "original anomaly came back: the same kind, on the same kind of op, in the same "
+        "fault window. Exit 0 when a replay reproduced it, 1 when none did.")
+    r.add_argument("dir", metavar="RUN_DIR|BUNDLE",
+                   help="a results folder, or a bundle of one (faultline export)")
+    r.add_argument("--targets", choices=TARGETS, default="recorded",
+                   help="recorded: the same nodes; role: a fault aimed at the leader is "
+                   "aimed at whoever leads when it starts (default: %(default)s)")
+    r.add_argument("--max", type=_count, default=1, metavar="N",
+                   help="replays to run (default: %(default)s)")
+    r.add_argument("--until-reproduced", action="store_true",
+                   help="stop at the first replay that reproduces the anomaly")
+    r.add_argument("--results-dir", metavar="DIR",
+                   help="where the replays go, as <test>-replay/<stamp> (default: the run's)")
+    r.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import tempfile
+    from dataclasses import replace
+
+    from harness.analysis import saved_spec
+    from harness.bundle import BundleError, is_bundle, open_bundle
+    from harness.reproduce import compare, signatures
+    from harness.runner import CRASHED, SetupFailed, run_test
+    from nemesis.replay import Replay, ScheduleError, load_schedule
+
+    with tempfile.TemporaryDirectory(prefix="faultline-replay-") as scratch:
+        try:
+            run = (open_bundle(Path(args.dir), Path(scratch)) if is_bundle(args.dir)
+                   else Path(args.dir).resolve())
+            spec = saved_spec(run)
+            steps = load_schedule(run / "schedule.jsonl")
+            original = signatures(run)
+        except (BundleError, ScheduleError, OSError, ValueError, KeyError, TypeError,
+                HistoryError) as e:
+            print(f"faultline replay: {args.dir}: {e}", file=sys.stderr)
+            return EX_DATAERR
+        if not original:
+            print(f"faultline replay: {args.dir}: the run found no anomaly: nothing to "
+                  "reproduce", file=sys.stderr)
+            return EX_DATAERR
+    spec = replace(spec, results_dir=args.results_dir or spec.results_dir,
+                   name=f"{spec.test_name}-replay")
+    print(f"replaying {args.dir} (seed {spec.seed}, {sum(s.start for s in steps)} fault "
+          f"windows, targets {args.targets}); it found: "
+          + "; ".join(sorted(map(str, original))), flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    found, ran = 0, 0
+    for attempt in range(1, args.max + 1):
+        try:
+            result = run_test(replace(spec), replay=Replay(steps, args.targets, str(args.dir)))
+        except KeyboardInterrupt:
+            print("faultline replay: interrupted; faults healed, nodes stopped",
+                  file=sys.stderr)
+            return CRASHED
+        except (SetupFailed, OSError) as e:
+            print(f"replay {attempt}: set up failed or crashed: {e}", flush=True)
+            continue
+        ran += 1
+        match = compare(original, signatures(result.directory))
+        found += match.reproduced
+        print(f"replay {attempt}/{args.max}: {result.verdict.upper()}, {match.text} "
+              f"({result.directory})", flush=True)
+        if match.reproduced and args.until_reproduced:
+            break
+    print(f"reproduced in {found} of {ran} replays")
+    return 0 if found else 1
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -812,6 +916,35 @@ def _describer(results: Sequence[CheckResult]) -> Callable[[Operation], str]:
                 for op in (*w.window, *w.linearized, w.failing_op):
                     by_op[id(op)] = describe
     return lambda op: by_op.get(id(op), lambda o: f"{o.f} {o.value!r}")(op)
+
+
+def cmd_shrink(args: argparse.Namespace) -> int:
+    """Shrink a failing history; 1 when shrunk (the result fails as the
+    history did), the verdict's code when there is nothing to shrink."""
+    import time
+
+    from checkers.shrink import shrink
+    from harness.shrink_source import open_source, write_shrunk
+
+    started = time.perf_counter()
+    try:
+        source = open_source(args.path, args.workload, args.model)
+        result = shrink(source.ops, source.judge(), source.rules)
+        if result.target is None:
+            print(f"{source.path}: {result.verdict.upper()} ({result.before:,} ops): "
+                  "nothing to shrink")
+            return EXIT[result.verdict]
+        out = Path(args.output) if args.output else source.out
+        outcome = write_shrunk(source, result, out)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"faultline shrink: {e}", file=sys.stderr)
+        return EX_DATAERR
+    print("\n".join(outcome.summary))
+    print(f"timeline: {out.with_suffix('.html')}")
+    print(f"check it: {source.check_command(out, result.ops)}")
+    print(f"shrunk {source.path}: {result.before:,} -> {len(result.ops):,} ops in "
+          f"{time.perf_counter() - started:.2f} s: {result.target.kind}")
+    return EXIT[outcome.verdict]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

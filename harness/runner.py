@@ -46,6 +46,7 @@ from harness.clients import ClientPool
 from harness.spec import TestSpec
 from nemesis.faults import check_support
 from nemesis.nemesis import FaultSchedule, describe
+from nemesis.replay import Player, Replay
 
 log = logging.getLogger("runner")
 
@@ -198,7 +199,10 @@ def results_dir(spec: TestSpec) -> Path:
     return d
 
 
-def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = None) -> RunResult:
+def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = None,
+             replay: Replay | None = None) -> RunResult:
+    """Run the test; with ``replay``, its faults are a saved run's schedule played
+    again (nemesis/replay.py) instead of the seed's."""
     seed = spec.resolve_seed()
     directory = results_dir(spec)
     progress = _Progress(out, live if live is not None else (
@@ -208,11 +212,13 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
                             "node_config": spec.node_config(),
                             "python": sys.version.split()[0],
                             "started": datetime.now().isoformat()}
+    if replay is not None:
+        meta["replay"] = {"of": replay.source, "targets": replay.targets}
     (directory / "test.json").write_text(json.dumps(meta, indent=2))
     backend = make_backend(spec, directory / "cluster", seed)
     history = HistoryWriter(directory / "history.jsonl")
     pool: ClientPool | None = None
-    nemesis: FaultSchedule | None = None
+    nemesis: FaultSchedule | Player | None = None
     schedule: _Schedule | None = None
     failed_setup: str | None = None
     verdict: str = "unknown"
@@ -246,8 +252,13 @@ def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = No
         (directory / "test.json").write_text(json.dumps(meta, indent=2))
         _point_latest(directory)
         on_fault = _fault_sink(pool, schedule, progress)
-        nemesis = FaultSchedule(backend, spec.nemesis, seed, on_fault,
-                                window=spec.nemesis_interval, quiet=spec.nemesis_quiet)
+        if replay is None:
+            nemesis = FaultSchedule(backend, spec.nemesis, seed, on_fault,
+                                    window=spec.nemesis_interval, quiet=spec.nemesis_quiet)
+        else:
+            nemesis = Player(backend, replay.steps, on_fault, seed=seed, entries=spec.nemesis,
+                             window=spec.nemesis_interval, quiet=spec.nemesis_quiet,
+                             targets=replay.targets, t0=t0)
         progress.line(f"{0:+6.1f} s  {spec.concurrency} clients on {spec.nodes} nodes "
                       f"for {spec.time_limit:g} s")
         for group in nemesis.groups:
