@@ -2,13 +2,14 @@
 
 A sub-history keeps some ops whole, each with its invoke and its
 completion (an ``info`` op is kept or removed like any other), and nothing
-else: no op is edited, so every op of the result happened as recorded.
+else: no op is edited but a set read's projection (below), so every op of
+the result happened as recorded.
 Nemesis events are left out: no checker reads them, and the ops keep their
 times, so the run's timeline shows which faults were in effect.
 
 *The same way*: the checker (the workload's own, passed in as a judge) still
-reports the anomaly the full history's first witness shows, and reports no
-anomaly the full history did not.  An anomaly is known by its kind and its
+reports the anomaly kept (of the first few, the one that needs the fewest
+ops: :func:`_cheapest`), and reports no anomaly the full history did not.  An anomaly is known by its kind and its
 op (a stale read, a lost element, a wrong total at that read); for
 linearizability, by its key, since which op a search blames depends on the
 ops around it.  The bank's also by whether transfers in flight explain its
@@ -27,8 +28,12 @@ op removes the ops that need it too:
   out, linearizes the sub-history: its anomaly is the history's own.
 - register, values written more than once (Knossos's small integers): only
   ops that change nothing (reads, failed ops) can go; every write stays.
-- set: a read needs the adds of the elements it returned (else they are
-  phantoms), an add needs the other adds of its element.
+- set: an add needs the other adds of its element, and every read is
+  projected onto the elements whose adds are kept (the one edit a shrink
+  makes, as Elle projects a history onto keys): an element whose add was
+  removed is then no phantom, and a stale read still misses what it missed
+  of the kept adds.  Without it, a read late in a run keeps hundreds of
+  adds for the elements it returned.
 - bank: a read is judged alone (the total and accounts are the workload's).
 
 The search, fastest first: keep the ops of the failing key (register) or all
@@ -42,7 +47,7 @@ the minimisation.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
 
 from checkers.ddmin import DDMin
@@ -51,6 +56,9 @@ from checkers.models import Model
 from checkers.report import Anomaly
 from checkers.result import INVALID, CheckResult, Witness
 from checkers.set_checker import ADD, is_read
+
+#: Anomalies weighed as the one to keep (see :func:`_cheapest`).
+CANDIDATES = 20
 
 
 class Outcome(Protocol):
@@ -90,6 +98,10 @@ class Rules:
     def fixed(self) -> set[int]:
         """Ids of the ops that are never removed."""
         return set()
+
+    def view(self, ops: list[Operation]) -> list[Operation]:
+        """The sub-history as its checker sees it: ``ops`` as they are."""
+        return ops
 
 
 @dataclass
@@ -159,7 +171,8 @@ def _unique_writers(model: Model, mutating: list[Operation]) -> dict[Any, Operat
 
 @dataclass
 class SetRules(Rules):
-    """The set: reads need their elements' adds, adds their element's others."""
+    """The set: an add needs its element's other adds, and a read is seen
+    through the elements kept (:meth:`view`)."""
 
     def __post_init__(self) -> None:
         self._adds: dict[Any, list[int]] = {}
@@ -170,9 +183,18 @@ class SetRules(Rules):
     def needs(self, op: Operation, kept: set[int]) -> Iterable[int]:
         if op.f == ADD:
             return self._adds.get(_element(op), ())
-        if is_read(op.f) and op.status == "ok" and isinstance(op.output, (list, tuple)):
-            return [i for e in op.output for i in self._adds.get(freeze(e), ())]
         return ()
+
+    def view(self, ops: list[Operation]) -> list[Operation]:
+        """Each ok read projected onto the elements whose adds are kept: the
+        set restricted to those elements, as Elle projects a history onto
+        keys.  A read keeps the order of what it returned; an element whose
+        add was removed is not a phantom, and what the read missed of the
+        kept adds, it still misses."""
+        added = {_element(op) for op in ops if op.f == ADD}
+        return [replace(op, output=[e for e in op.output if freeze(e) in added])
+                if is_read(op.f) and op.status == "ok" and isinstance(op.output, (list, tuple))
+                else op for op in ops]
 
 
 def _element(op: Operation) -> Any:
@@ -239,18 +261,17 @@ def shrink(ops: list[Operation], judge: Judge,
     it passes, or fails otherwise."""
     result = Shrunk("", len(ops))
     clock = _Clock(result.phases)
-    outcome = judge(ops)
+    outcome = judge(ops)  # the whole history: every set read's elements have their adds
     result.verdict = outcome.verdict
     clock.lap("check")
     if outcome.verdict != INVALID:
         return result
-    target, window = _target(outcome)
-    rules = make_rules(ops, target)
+    target, window, rules = _cheapest(ops, outcome, make_rules)
     goal = rules.signature(target, outcome)
     known = {rules.signature(a, outcome) for a in outcome.anomalies}
 
     def fails(kept: list[Operation]) -> bool:
-        out = judge(kept)
+        out = judge(rules.view(kept))
         if out.verdict != INVALID:
             return False
         found = {rules.signature(a, out) for a in out.anomalies}
@@ -265,10 +286,37 @@ def shrink(ops: list[Operation], judge: Judge,
     def whole(part: list[Operation]) -> list[Operation]:
         return _kernel(rules, _in_call_order(pinned + part))
     search = DDMin(lambda part: fails(whole(part)))
-    result.ops = whole(search.minimise(_in_call_order(by_id[i] for i in start - block)))
+    result.ops = rules.view(whole(search.minimise(_in_call_order(by_id[i]
+                                                                 for i in start - block))))
     result.target, result.start, result.tests = target, len(start), search.tests
     clock.lap("ddmin")
     return result
+
+
+def _cheapest(ops: list[Operation], outcome: Outcome,
+              make_rules: Callable[[list[Operation], Anomaly], Rules]
+              ) -> tuple[Anomaly, list[Operation], Rules]:
+    """The anomaly to keep: of the first :data:`CANDIDATES`, the one whose own
+    block (the ops it cannot go without) is smallest, the first witness's on
+    a tie.  A stale set read returns every element added before it, and each
+    needs its add: the earliest stale read costs tens of ops, the worst one
+    (the first witness) hundreds."""
+    first, window = _target(outcome)
+    best = (first, window, make_rules(ops, first))
+    size = _block_size(best[2], first)
+    for a in outcome.anomalies[:CANDIDATES]:
+        if a is first:
+            continue
+        rules = make_rules(ops, a)
+        if (n := _block_size(rules, a)) < size:
+            best, size = (a, [], rules), n
+    return best
+
+
+def _block_size(rules: Rules, target: Anomaly) -> int:
+    by_id = {op.id: op for op in rules.pool}
+    return len(_closed(rules, by_id, rules.fixed() | ({target.op.id} if rules.pinned
+                                                      else set())))
 
 
 def _target(outcome: Outcome) -> tuple[Anomaly, list[Operation]]:
@@ -337,19 +385,20 @@ def _in_call_order(ops: Iterable[Operation]) -> list[Operation]:
 
 def sub_history(events: Sequence[Event], ops: Iterable[Operation]) -> list[Event]:
     """The events of ``ops`` (each invoke and its process's next event, the
-    completion), in history order and indexed from 0; nemesis events left out."""
-    calls = {op.call for op in ops}
+    completion, carrying the op's output as the checker saw it: a projected
+    set read's), in history order and indexed from 0; nemesis events left out."""
+    by_call = {op.call: op for op in ops}
     out: list[Event] = []
-    open_: set[int | str] = set()
+    open_: dict[int | str, Operation] = {}
     for pos, ev in enumerate(events):
         if ev.process == NEMESIS:
             continue
         if ev.type == "invoke":
-            if pos in calls:
+            if pos in by_call:
                 out.append(ev)
-                open_.add(ev.process)
+                open_[ev.process] = by_call[pos]
         elif ev.process in open_:
-            out.append(ev)
-            open_.discard(ev.process)
+            op = open_.pop(ev.process)
+            out.append(replace(ev, value=op.output) if ev.type == "ok" else ev)
     return [Event(i, e.type, e.process, e.f, e.key, e.value, e.time, e.node, e.error)
             for i, e in enumerate(out)]
