@@ -163,6 +163,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="worker processes (default: one per core)")
     c.add_argument("--html", metavar="OUT",
                    help="write an HTML timeline of the results (default: none)")
+    c.add_argument("--workload", choices=("set", "bank"),
+                   help="judge with this workload's checker (default options) instead of "
+                   "linearizability: for set and bank histories (default: none)")
     c.set_defaults(func=cmd_check)
 
 
@@ -881,6 +884,8 @@ def _check(args: argparse.Namespace, histories: list[History]) -> int:
         print(f"faultline check: no history found under {' '.join(args.paths)}",
               file=sys.stderr)
         return EX_DATAERR
+    if args.workload:
+        return _check_workload(args.workload, histories)
     budget = Budget(time_limit=args.time_limit, max_states=args.max_states)
     try:
         results = check_histories(histories, model=args.model, budget=budget,
@@ -903,6 +908,22 @@ def _check(args: argparse.Namespace, histories: list[History]) -> int:
                    describe=_describer(results))
         print(f"timeline: {args.html}")
     return EXIT[verdict]
+
+
+def _check_workload(workload: str, histories: list[History]) -> int:
+    """Each history judged by ``workload``'s checker: its summary lines."""
+    from harness.shrink_source import workload_check
+
+    verdicts = []
+    for h in histories:
+        ops = h.operations()
+        outcome = workload_check(workload, h)(ops, h.path)
+        verdicts.append(outcome.verdict)
+        print(f"{h.path or '-'}  {outcome.verdict.upper()}  {len(ops)} ops  "
+              f"(workload {workload})")
+        for line in outcome.summary:
+            print(line)
+    return EXIT[combine(verdicts)]
 
 
 def _describer(results: Sequence[CheckResult]) -> Callable[[Operation], str]:

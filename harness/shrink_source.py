@@ -18,7 +18,7 @@ from typing import Callable
 
 from checkers import importers
 from checkers.check import check_ops, model_for
-from checkers.history import Event, Operation, write_jsonl
+from checkers.history import Event, History, Operation, write_jsonl
 from checkers.models import Model, get_model, infer_model
 from checkers.report import Anomaly, key_lines, summary_line
 from checkers.shrink import Judge, Outcome, Rules, Shrunk, rules_for, sub_history
@@ -56,8 +56,7 @@ class Source:
         own: ``faultline check`` for linearizability (naming the model when
         the file alone would imply another), a shrink of it for the set and bank."""
         if self.model is None:
-            return (f"faultline shrink --workload {self.workload} {out}  "
-                    "(faultline check judges linearizability only)")
+            return f"faultline check --workload {self.workload} {out}"
         implied = infer_model({op.f for op in ops}, "jsonl")
         flag = "" if implied == self.model.name else f"--model {self.model.name} "
         return f"faultline check {flag}{out}"
@@ -95,12 +94,19 @@ def open_source(path: str, workload: str | None = None, model: str | None = None
         if workload is None:
             _fits(reg, ops, p)
         return Source(p, history.events, ops, "register", linearizability(reg), reg, out)
+    return Source(p, history.events, ops, workload, workload_check(workload, history), None,
+                  out)
+
+
+def workload_check(workload: str, history: History) -> Check:
+    """A history file judged by a workload's own checker with its default
+    options (a set or bank history, which linearizability cannot judge),
+    times counted from the history's first."""
     from harness.workloads import make_workload
 
     w = make_workload(workload)
     t0 = min((e.time for e in history.events if e.time is not None), default=None)
-    return Source(p, history.events, ops, workload,
-                  lambda ops, label: w.check(ops, t0, label), None, out)
+    return lambda ops, label: w.check(ops, t0, label)
 
 
 def _fits(model: Model, ops: list[Operation], path: Path) -> None:

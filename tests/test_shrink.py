@@ -242,6 +242,10 @@ def test_a_stale_set_read_shrinks_to_the_read_and_what_it_missed(
     code, out, _ = run(capsys, "shrink", "--workload", "set", str(run_dir / "shrunk.jsonl"),
                        "-o", str(tmp_path / "again.jsonl"))
     assert code == 1 and ": 3 -> 3 ops in " in out.splitlines()[-1]
+    # and faultline check, judging with the set's checker, finds it invalid
+    code, out, _ = run(capsys, "check", "--workload", "set", str(run_dir / "shrunk.jsonl"))
+    assert code == 1 and out.startswith(f"{run_dir / 'shrunk.jsonl'}  INVALID  3 ops")
+    assert "stale reads: 1 of 2 ok reads" in out
 
 
 # -------------------------------------------------------------------- bank
