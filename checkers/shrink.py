@@ -57,6 +57,10 @@ from checkers.report import Anomaly
 from checkers.result import INVALID, CheckResult, Witness
 from checkers.set_checker import ADD, is_read
 
+class ShrinkError(ValueError):
+    """A history that cannot be shrunk the way the module doc promises."""
+
+
 #: Anomalies weighed as the one to keep (see :func:`_cheapest`).
 CANDIDATES = 20
 
@@ -190,9 +194,11 @@ class SetRules(Rules):
         set restricted to those elements, as Elle projects a history onto
         keys.  A read keeps the order of what it returned; an element whose
         add was removed is not a phantom, and what the read missed of the
-        kept adds, it still misses."""
-        added = {_element(op) for op in ops if op.f == ADD}
-        return [replace(op, output=[e for e in op.output if freeze(e) in added])
+        kept adds, it still misses.  An element nobody added stays: it is a
+        phantom in the whole history too, and may be the anomaly kept."""
+        kept = {_element(op) for op in ops if op.f == ADD}
+        removed = self._adds.keys() - kept
+        return [replace(op, output=[e for e in op.output if freeze(e) not in removed])
                 if is_read(op.f) and op.status == "ok" and isinstance(op.output, (list, tuple))
                 else op for op in ops]
 
@@ -286,8 +292,11 @@ def shrink(ops: list[Operation], judge: Judge,
     def whole(part: list[Operation]) -> list[Operation]:
         return _kernel(rules, _in_call_order(pinned + part))
     search = DDMin(lambda part: fails(whole(part)))
-    result.ops = rules.view(whole(search.minimise(_in_call_order(by_id[i]
-                                                                 for i in start - block))))
+    kept = whole(search.minimise(_in_call_order(by_id[i] for i in start - block)))
+    if not fails(kept):
+        raise ShrinkError(f"no sub-history shows the {target.kind} the way the whole history "
+                          "does, not even all of it: nothing written")
+    result.ops = rules.view(kept)
     result.target, result.start, result.tests = target, len(start), search.tests
     clock.lap("ddmin")
     return result

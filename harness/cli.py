@@ -177,7 +177,8 @@ def _add_shrink(sub: argparse._SubParsersAction) -> None:
                        "shows the same anomaly, and no other, and no smaller part does; "
                        "write it as a history file with its witness as HTML beside it, and "
                        "print the witness. Exit 1 when shrunk, 0 when the history is valid "
-                       "(nothing to shrink).")
+                       "(nothing to shrink), 2 when no sub-history keeps the anomaly the same "
+                       "way (nothing written).")
     s.add_argument("path", metavar="RUN_DIR|HISTORY",
                    help="a results folder (its history, judged by its workload's checker "
                    "with the run's settings) or a history file (judged as faultline check "
@@ -482,8 +483,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     first = args.seed if args.seed is not None else TestSpec().resolve_seed()
     seeds = tuple(range(first, first + args.seeds))
     keys = "+".join(dict.fromkeys(flag for flag, _ in varies)) or "configs"
-    campaign = comparison_campaign(f"compare-{keys}", configs, seeds,
-                                   "faultline compare " + " ".join(sys.argv[2:]))
+    try:
+        campaign = comparison_campaign(f"compare-{keys}", configs, seeds,
+                                       "faultline compare " + " ".join(sys.argv[2:]))
+    except ValueError as e:
+        print(f"faultline compare: {e}", file=sys.stderr)
+        return EX_USAGE
     folder = new_folder(Path(args.results_dir or TestSpec().results_dir), campaign)
     print(f"seeds {seeds[0]}..{seeds[-1]}, {len(configs)} configurations", flush=True)
     ended = execute(campaign, folder, campaign.description + "\n", jobs=1, budget_s=None,
@@ -551,8 +556,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"faultline replay: {args.dir}: the run found no anomaly: nothing to "
                   "reproduce", file=sys.stderr)
             return EX_DATAERR
-    spec = replace(spec, results_dir=args.results_dir or spec.results_dir,
-                   name=f"{spec.test_name}-replay")
+    from harness.campaign.spec import safe_name
+
+    # a bundle's own results folder is another machine's: replays go to ours
+    home = spec.results_dir if not is_bundle(args.dir) else TestSpec().results_dir
+    spec = replace(spec, results_dir=args.results_dir or home,
+                   name=f"{safe_name(spec.test_name)}-replay")
     print(f"replaying {args.dir} (seed {spec.seed}, {sum(s.start for s in steps)} fault "
           f"windows, targets {args.targets}); it found: "
           + "; ".join(sorted(map(str, original))), flush=True)
@@ -944,13 +953,17 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     history did), the verdict's code when there is nothing to shrink."""
     import time
 
-    from checkers.shrink import shrink
+    from checkers.shrink import ShrinkError, shrink
     from harness.shrink_source import open_source, write_shrunk
 
     started = time.perf_counter()
     try:
         source = open_source(args.path, args.workload, args.model)
-        result = shrink(source.ops, source.judge(), source.rules)
+        try:
+            result = shrink(source.ops, source.judge(), source.rules)
+        except ShrinkError as e:
+            print(f"faultline shrink: {source.path}: {e}", file=sys.stderr)
+            return EXIT[UNKNOWN]
         if result.target is None:
             print(f"{source.path}: {result.verdict.upper()} ({result.before:,} ops): "
                   "nothing to shrink")

@@ -64,8 +64,14 @@ def field_of(flag: str) -> str:
 
 def comparison_campaign(name: str, configs: list[Configuration], seeds: tuple[int, ...],
                         description: str) -> Campaign:
+    """The configurations as a campaign's cells; ValueError for two that
+    would share a cell (two --config files of one name)."""
     cells = tuple(Cell(_cell_name(c.label), c.spec, "any", "--vary", seeds, c.label)
                   for c in configs)
+    names = [c.name for c in cells]
+    if dup := next((n for n in names if names.count(n) > 1), None):
+        raise ValueError(f"two configurations would both be named {dup!r}: give the "
+                         "--config files different names")
     return Campaign(name, description, cells, seeds, 1, 1, None)
 
 

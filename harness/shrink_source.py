@@ -44,6 +44,8 @@ class Source:
     model: Model | None
     #: the default output: shrunk.jsonl in the run folder or beside the file
     out: Path
+    #: what ``faultline check`` would judge differently: the run's own options
+    caveat: str = ""
 
     def judge(self) -> Judge:
         return lambda ops: self.check(ops, str(self.path))
@@ -56,10 +58,10 @@ class Source:
         own: ``faultline check`` for linearizability (naming the model when
         the file alone would imply another), a shrink of it for the set and bank."""
         if self.model is None:
-            return f"faultline check --workload {self.workload} {out}"
+            return f"faultline check --workload {self.workload} {out}{self.caveat}"
         implied = infer_model({op.f for op in ops}, "jsonl")
         flag = "" if implied == self.model.name else f"--model {self.model.name} "
-        return f"faultline check {flag}{out}"
+        return f"faultline check {flag}{out}{self.caveat}"
 
 
 def open_source(path: str, workload: str | None = None, model: str | None = None) -> Source:
@@ -84,8 +86,13 @@ def open_source(path: str, workload: str | None = None, model: str | None = None
             return runs.check(ops, t0, label, max_staleness_ms=spec.max_staleness_ms)
         ops = history.operations()
         reg = get_model(RUN_MODEL) if name == "register" else None
+        changed = [what for what, on in (
+            ("workload options", spec.workload_options and reg is None),
+            ("a staleness bound", spec.max_staleness_ms is not None)) if on]
+        caveat = (f"  (judged without what this run had: {' and '.join(changed)})"
+                  if changed else "")
         return Source(p / "history.jsonl", history.events, ops, name, run_check, reg,
-                      p / "shrunk.jsonl")
+                      p / "shrunk.jsonl", caveat)
     history = importers.load(str(p))
     ops = history.operations()
     out = p.with_name("shrunk.jsonl")

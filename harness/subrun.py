@@ -82,6 +82,7 @@ def run_faultline(args: list[str], results_dir: Path, name: str, time_limit: flo
     with (open(log, "w+") if log is not None else tempfile.TemporaryFile("w+")) as out:
         with subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
                               start_new_session=True) as proc:
+            hung = False
             try:
                 while proc.poll() is None:
                     if halt.wait(POLL_S):
@@ -89,8 +90,7 @@ def run_faultline(args: list[str], results_dir: Path, name: str, time_limit: flo
                         raise Halted(name)
                     if time.monotonic() > deadline:
                         stop(proc)
-                        return Outcome(CRASHED, wall_s=time.monotonic() - start,
-                                       tail=f"no verdict after {time_limit + HANG_GRACE_S:g} s")
+                        hung = True
             except KeyboardInterrupt:
                 stop(proc)
                 raise
@@ -103,6 +103,9 @@ def run_faultline(args: list[str], results_dir: Path, name: str, time_limit: flo
         res = json.loads((directory / "results.json").read_text()) if directory else {}
     except (OSError, ValueError):
         res = {}
+    if hung:
+        return Outcome(CRASHED, {}, wall, directory,
+                       f"no verdict after {time_limit + HANG_GRACE_S:g} s\n    {tail}")
     if proc.returncode not in (0, 1, 2) or not res:
         return Outcome(CRASHED, res, wall, directory, f"exit {proc.returncode}\n    {tail}")
     return Outcome(res["verdict"], res, wall, directory)

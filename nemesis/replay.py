@@ -11,8 +11,8 @@ cluster through each fault's applier (:class:`nemesis.faults.FaultKind`):
 - ``role``: a fault aimed at the leader is aimed at whoever leads when it
   starts (:func:`nemesis.faults.retarget`), the other nodes swapped to match.
 
-A start that failed in the original run (its value an ``error``) is skipped
-with its stop.  Faults that act while active (clock strobe, leader churn)
+A start that failed in the original run (its value an ``error``) is skipped;
+the nemesis records no stop for it, so a stop closes the fault it follows.  Faults that act while active (clock strobe, leader churn)
 act between the steps as they did in the run.  The player has the interface
 of :class:`nemesis.nemesis.FaultSchedule`, so the runner plays either.
 """
@@ -55,7 +55,7 @@ def load_schedule(path: Path) -> list[Step]:
     """The playable steps of a schedule.jsonl, in time order: every start that
     took effect and its stop; the final heal is the runner's own."""
     steps: list[Step] = []
-    failed: set[str] = set()
+    open_: set[str] = set()  # a failed start has no stop: a stop closes an open fault
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -69,11 +69,13 @@ def load_schedule(path: Path) -> list[Step]:
             continue  # "heal": every fault removed at the end, which the runner does
         if fault not in FAULT_KINDS:
             raise ScheduleError(f"{path}:{number}: unknown fault {fault!r}")
-        if kind == "start" and "error" in value:
-            failed.add(fault)
-            continue
-        if kind == "stop" and fault in failed:
-            failed.discard(fault)
+        if kind == "start":
+            if "error" in value:
+                continue
+            open_.add(fault)
+        elif fault in open_:
+            open_.discard(fault)
+        else:
             continue
         steps.append(Step(at, kind == "start", fault, value))
     return sorted(steps, key=lambda s: s.at_s)

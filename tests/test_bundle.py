@@ -113,7 +113,7 @@ escaping.extra = [("20261207T100000/../../outside.txt", b"x")]  # type: ignore[a
     (tampered, "history.jsonl does not match its checksum: the bundle was altered"),
     (dropped, "test.json is missing: the bundle is incomplete"),
     (extra, "logs/n9.log is not in bundle.json: the bundle was altered"),
-    (escaping, "not a readable bundle"),
+    (escaping, "'20261207T100000/../../outside.txt' is not a file inside the bundle"),
 ])
 def test_an_altered_bundle_is_refused_in_one_line(run: Path, tmp_path: Path, change,
                                                   message, capsys) -> None:
@@ -135,3 +135,22 @@ def test_a_truncated_bundle_is_refused(run: Path, tmp_path: Path) -> None:
     cut.write_bytes(good.read_bytes()[:200])
     with pytest.raises(BundleError, match="cut.tar.gz: not a readable bundle"):
         open_bundle(cut, tmp_path / "out")
+
+
+def test_a_bundle_with_a_link_or_a_dot_folder_is_refused(run: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.tar.gz"
+    export(run, good)
+    linked = tmp_path / "linked.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(linked, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m))
+        link = tarfile.TarInfo("20261207T100000/logs/n2.log")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        dst.addfile(link)
+    with pytest.raises(BundleError, match="'20261207T100000/logs/n2.log' is not a file"):
+        open_bundle(linked, tmp_path / "out")
+    dotted = tmp_path / "dotted.tar.gz"
+    with tarfile.open(dotted, "w:gz") as dst:
+        dst.add(run, arcname=".")
+    with pytest.raises(BundleError, match="not a faultline bundle"):
+        open_bundle(dotted, tmp_path / "out2")

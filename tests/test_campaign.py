@@ -311,6 +311,25 @@ def make_campaign_folder(root: Path, stamp: str, offs: list[bool]) -> Path:
     return folder
 
 
+def test_prune_keeps_a_crash_that_left_no_run_folder(tmp_path):
+    """A run that crashed before its folder existed is still off expectation:
+    its campaign folder and its log stay."""
+    older = make_campaign_folder(tmp_path, "20260101T000000", [False])
+    (older / "logs" / "cell-seed-5.log").write_text("Traceback: the evidence")
+    append_record(older / "runs.jsonl", CampaignRun("cell", 5, 0, "s", "valid", "crashed",
+                                                    False, 1.0, "", ""))
+    make_campaign_folder(tmp_path, "20260102T000000", [False])
+    prune(tmp_path, 1, log=lambda s: None)
+    assert (older / "runs.jsonl").exists()
+    assert sorted(p.name for p in (older / "logs").iterdir()) == ["cell-seed-5.log"]
+
+
+def test_new_folders_are_claimed(tmp_path):
+    c = campaign()
+    first, second = new_folder(tmp_path, c), new_folder(tmp_path, c)
+    assert first.is_dir() and second.is_dir() and first != second
+
+
 def test_prune_keeps_the_newest_and_every_unexpected_run(tmp_path):
     oldest = make_campaign_folder(tmp_path, "20260101T000000", [False, False])
     older = make_campaign_folder(tmp_path, "20260102T000000", [False, True])

@@ -120,3 +120,31 @@ def test_lease_counts_come_from_each_nodes_status(tmp_path: Path):
     assert counts == {"hits": 90, "misses": 10, "hit_rate": 0.9,
                       "by_node": {"n1": {"hits": 90, "misses": 10},
                                   "n2": {"hits": 0, "misses": 0}}}
+
+
+def test_config_files_of_one_name_are_refused(tmp_path: Path, capsys):
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "lease.toml").write_text(f"lease_ms = {100 if side == 'a' else 900}\n")
+    assert main(["compare", "--config", str(tmp_path / "a" / "lease.toml"),
+                 "--config", str(tmp_path / "b" / "lease.toml")]) == 64
+    assert "would both be named 'lease'" in capsys.readouterr().err
+
+
+def test_a_runs_test_json_serves_as_the_shared_spec(tmp_path: Path):
+    """test.json holds nulls for the settings a run left to the store; a
+    comparison built on it writes cell specs that faultline run reads back."""
+    import json
+
+    from harness.campaign.runner import prepare
+    from harness.spec import TestSpec, load_spec, read_spec_file
+
+    saved = tmp_path / "test.json"
+    saved.write_text(json.dumps({"spec": TestSpec(workload="register", seed=3).to_dict()}))
+    base = read_spec_file(str(saved))
+    assert base["read_path"] is None and base["lease_ms"] is None
+    configs = configurations(base, [("read-path", [("lease", "lease"), ("local", "local")])], [])
+    campaign = comparison_campaign("compare-read-path", configs, (1,), "test")
+    prepare(tmp_path / "c", campaign, "")
+    spec = load_spec(str(tmp_path / "c" / "cells" / f"{campaign.cells[1].name}.toml"))
+    assert (spec.workload, spec.read_path, spec.lease_ms) == ("register", "local", None)

@@ -25,14 +25,21 @@ CUT = {"groups": [["n3"], ["n1", "n2", "n4", "n5"]], "leader": "n3", "term": 7}
 
 
 def test_a_schedule_keeps_what_took_effect(tmp_path: Path) -> None:
+    """A start that failed has no stop (the nemesis records none): the next
+    window's stop is that window's, not the failed one's."""
+    n1, n2 = {"node": "n1"}, {"node": "n2"}
     path = write_schedule(tmp_path / "schedule.jsonl", [
         (1.0, "start-partition-leader", CUT),
-        (1.0, "start-clock-bump", {"error": "node down"}),  # failed: no window to replay
-        (3.0, "stop-clock-bump", {"error": "node down"}),
+        (2.0, "start-kill", {"error": "node down"}),  # failed: no window to replay
         (3.0, "stop-partition-leader", CUT),
-        (5.2, "heal", {"nodes": ["n1"]})])
+        (8.0, "start-kill", n1), (12.0, "stop-kill", n1),
+        (14.0, "start-kill", n2), (18.0, "stop-kill", n2),
+        (19.0, "stop-kill", {"error": "not running"}),  # a stop with nothing open
+        (20.2, "heal", {"nodes": ["n1"]})])
     assert load_schedule(path) == [Step(1.0, True, "partition-leader", CUT),
-                                   Step(3.0, False, "partition-leader", CUT)]
+                                   Step(3.0, False, "partition-leader", CUT),
+                                   Step(8.0, True, "kill", n1), Step(12.0, False, "kill", n1),
+                                   Step(14.0, True, "kill", n2), Step(18.0, False, "kill", n2)]
 
 
 @pytest.mark.parametrize(("line", "message"), [

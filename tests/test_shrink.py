@@ -248,6 +248,25 @@ def test_a_stale_set_read_shrinks_to_the_read_and_what_it_missed(
     assert "stale reads: 1 of 2 ok reads" in out
 
 
+def test_a_phantom_is_kept_not_projected_away(capsys, tmp_path):
+    """An element nobody added is the anomaly itself: the projection of set
+    reads drops only elements whose adds were removed."""
+    h = (H()
+         .op(0, 10, 0, "add", 1, key=None)
+         .op(5, 15, 1, "add", 2, key=None)
+         .op(20, 30, 2, "read-query", result=[1, 2, 99], key=None)
+         .op(40, 50, 0, "read-scan", result=[1, 2], key=None)
+         .op(60, 70, 1, "read-query", result=[1, 2], key=None))
+    run_dir = saved_run(tmp_path / "run", h, "set")
+    code, out, err = run(capsys, "shrink", str(run_dir))
+    assert code == 1, out + err
+    assert out.splitlines()[-1].endswith(": phantom")
+    ops = importers.load(str(run_dir / "shrunk.jsonl")).operations()
+    res = check_set(ops)
+    assert res.verdict == INVALID and res.phantoms
+    assert any(op.output and 99 in op.output for op in ops if op.f == "read-query")
+
+
 # -------------------------------------------------------------------- bank
 
 def test_a_bad_bank_read_shrinks_to_the_read_and_the_transfer_in_flight(capsys, tmp_path):

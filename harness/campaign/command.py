@@ -84,7 +84,7 @@ def execute(campaign: Campaign, folder: Path, source: str, *, jobs: int,
     # SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: runs healed and stopped, reports kept
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _Watcher(len(pending), out, live) as watcher:
+        with _Watcher(len(pending), jobs, out, live) as watcher:
             finished = run_campaign(campaign, folder, jobs=jobs, budget_s=budget_s,
                                     on_run=watcher.finished, on_start=watcher.started)
     finally:
@@ -124,8 +124,8 @@ class _Watcher:
     far; on a terminal a live bar (rich) under a line per finished run, else
     the lines alone."""
 
-    def __init__(self, total: int, out: TextIO, live: bool | None) -> None:
-        self.total, self.out = total, out
+    def __init__(self, total: int, jobs: int, out: TextIO, live: bool | None) -> None:
+        self.total, self.jobs, self.out = total, jobs, out
         self.live = out.isatty() if live is None else live
         self.done = self.off = 0
         self.t0 = time.monotonic()
@@ -158,7 +158,7 @@ class _Watcher:
                                             f", expected {run.expected}: OFF")
                 + (f", first anomaly {first:.1f} s" if first is not None else "")
                 + f", {run.wall_s:.0f} s")
-        left = median_wall(records, 0) * (self.total - self.done)
+        left = median_wall(records, 0) * (self.total - self.done) / self.jobs
         line = (f"[{self.done}/{self.total}] {run.cell} seed {run.seed}: {what}"
                 + (f"  ({self.off} off so far, ~{left / 60:.0f} min left)" if not self.live
                    else ""))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.campaign.record import read_records
+from harness.campaign.spec import RunKey
 
 
 def prune(results: Path, keep: int, *, dry_run: bool = False,
@@ -24,13 +25,12 @@ def prune(results: Path, keep: int, *, dry_run: bool = False,
         folders = sorted((p for p in campaign.iterdir()
                           if p.is_dir() and (p / "campaign.json").is_file()), reverse=True)
         for folder in folders[keep:]:
-            records = read_records(folder / "runs.jsonl")
-            kept = {Path(r.folder) for r in records if not r.as_expected and r.folder}
-            if not kept:
+            off = [r for r in read_records(folder / "runs.jsonl") if not r.as_expected]
+            if not off:
                 freed += _remove(folder, dry_run, log)
                 continue
-            logs = {f"{r.cell}-{Path(r.folder).parent.name}.log" for r in records
-                    if not r.as_expected}
+            kept = {Path(r.folder) for r in off if r.folder}
+            logs = {f"{r.cell}-{RunKey(r.cell, r.seed, r.repeat).label}.log" for r in off}
             for run in sorted(_run_folders(folder)):
                 if run.relative_to(folder) not in kept:
                     freed += _remove(run, dry_run, log)

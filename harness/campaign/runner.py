@@ -52,13 +52,19 @@ class Finished:
 
 
 def new_folder(results_dir: Path, campaign: Campaign) -> Path:
+    """A new campaign folder, made here, so that two campaigns started in the
+    same second never share one."""
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    folder = results_dir / "campaigns" / campaign.name / stamp
-    n = 1
-    while folder.exists():
-        folder = folder.with_name(f"{stamp}-{n}")
-        n += 1
-    return folder
+    parent = results_dir / "campaigns" / campaign.name
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        folder = parent / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 def resume_folder(results_dir: Path, campaign: Campaign, given: str | None) -> Path:
@@ -94,7 +100,7 @@ def prepare(folder: Path, campaign: Campaign, source_text: str) -> None:
         (folder / "cells" / f"{cell.name}.toml").write_text(
             f"# campaign {campaign.name}, cell {cell.name}: expect {cell.expect}\n"
             f"# faultline run --spec {cell.name}.toml --seed N\n"
-            + tomli_w.dumps(cell.spec))
+            + tomli_w.dumps({k: v for k, v in cell.spec.items() if v is not None}))
 
 
 def todo(campaign: Campaign, records: list[CampaignRun]) -> list[RunKey]:
