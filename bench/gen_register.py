@@ -197,12 +197,18 @@ def _inject_stale_read(rng: random.Random, kind: bytearray, typ: list, out: list
 
 # ------------------------------------------------------------------ measuring
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_history_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of :func:`generate`'s history: its size, processes, the share
+    of indeterminate ops and the seed (for every bench that generates one)."""
     ap.add_argument("--ops", type=int, default=1_000_000)
     ap.add_argument("--processes", type=int, default=50)
     ap.add_argument("--info", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_history_args(ap)
     ap.add_argument("--stale-read", action="store_true")
     ap.add_argument("--out", required=True, help="JSONL file to write")
     args = ap.parse_args()

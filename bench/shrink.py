@@ -28,7 +28,7 @@ from checkers.history import write_jsonl  # noqa: E402
 from checkers.report import op_line  # noqa: E402
 from checkers.shrink import shrink  # noqa: E402
 from harness.shrink_source import open_source, write_shrunk  # noqa: E402
-from gen_register import generate  # noqa: E402
+from gen_register import add_history_args, generate  # noqa: E402
 
 #: The register workload's op names (model dynamo-item).
 NAMES = ("get", "put", "update")
@@ -36,10 +36,7 @@ NAMES = ("get", "put", "update")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ops", type=int, default=1_000_000)
-    ap.add_argument("--processes", type=int, default=50)
-    ap.add_argument("--info", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=1)
+    add_history_args(ap)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,11 +33,14 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 from checkers.history import NEMESIS, Event, Operation
 
-__all__ = ["Interval", "Mark", "parse_nemesis", "nemesis_intervals", "history_bounds",
+#: a time: ns in the history, seconds in a schedule
+T = TypeVar("T", int, float)
+
+__all__ = ["merge_spans", "Interval", "Mark", "parse_nemesis", "nemesis_intervals", "history_bounds",
            "counts", "compute_stats", "Stats", "PAIRS", "fault_label", "fault_targets"]
 
 #: Start f -> the f's that end it (besides the start-X/stop-X convention).
@@ -313,7 +316,7 @@ def compute_stats(ops: Sequence[Operation], nemesis_events: Iterable[Event] = ()
         # An op in two overlapping intervals of one fault counts once.
         by_fault[name] = {"intervals": by_fault_n[name], **counts({id(o): o for o in v}.values())}
 
-    merged = _merge([(iv.start, iv.end_or(end if end is not None else iv.start))
+    merged = merge_spans([(iv.start, iv.end_or(end if end is not None else iv.start))
                      for iv in intervals])
     starts = [s for s, _ in merged]
     inside_ops: list[Operation] = []
@@ -340,8 +343,9 @@ def compute_stats(ops: Sequence[Operation], nemesis_events: Iterable[Event] = ()
                  [{"f": m.f, "at_s": _secs(m.time, t0), "value": m.value} for m in marks])
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+def merge_spans(spans: Iterable[tuple[T, T]]) -> list[tuple[T, T]]:
+    """Overlapping or touching ``(start, end)`` spans as one, in order."""
+    out: list[tuple[T, T]] = []
     for s, e in sorted(spans):
         if out and s <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], e))

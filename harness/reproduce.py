@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkers import importers
+from checkers.stats import merge_spans
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,7 @@ def fault_windows(schedule: Path) -> list[tuple[float, float]]:
         elif kind == "stop" and fault in open_at:
             spans.append((open_at.pop(fault), at))
     spans += [(start, end) for start in open_at.values()]
-    merged: list[tuple[float, float]] = []
-    for start, stop in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
-        else:
-            merged.append((start, stop))
-    return merged
+    return merge_spans(spans)
 
 
 def _window(windows: list[tuple[float, float]], at: float | None) -> int | None:
