@@ -718,14 +718,20 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
     from harness.analysis import analyse, saved_spec, write_results
     from harness.bundle import BundleError, is_bundle, open_bundle
+    from harness.folders import claim_folder
 
     directory = Path(args.dir).resolve()
     if is_bundle(directory):
-        into = _free_folder(directory.parent / directory.name.split(".")[0])
+        # beside any earlier unpack of it (bug-2, bug-3...), never into it
+        into = claim_folder(directory.parent / directory.name.split(".")[0])
         try:
             directory = open_bundle(directory, into)
         except BundleError as e:
             print(f"faultline analyse: {e}", file=sys.stderr)
+            try:
+                into.rmdir()  # claimed but left empty: an unreadable bundle
+            except OSError:
+                pass
             return EX_DATAERR
         print(f"unpacked into {directory}")
     try:
@@ -740,15 +746,6 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     print((directory / "summary.txt").read_text(), end="")
     print(f"verdict: {verdict.upper()}")
     return EXIT[verdict]
-
-
-def _free_folder(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``... the first that does not exist."""
-    n, free = 1, path
-    while free.exists():
-        n += 1
-        free = path.with_name(f"{path.name}-{n}")
-    return free
 
 
 def cmd_cluster_up(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ from checkers.stats import fault_label
 from harness.analysis import analyse, write_results
 from harness.backends import RunBackend, make_backend, wait_for_leader
 from harness.clients import ClientPool
+from harness.folders import claim_folder
 from harness.spec import TestSpec
 from nemesis.faults import check_support
 from nemesis.nemesis import FaultSchedule, describe
@@ -188,15 +189,10 @@ class _Status:
 
 
 def results_dir(spec: TestSpec) -> Path:
+    """The run's new folder, ``RESULTS/<test>/<stamp>`` (``<stamp>-2``... for a
+    second run in the same second), made here: see claim_folder."""
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    base = Path(spec.results_dir) / spec.test_name
-    d = base / stamp
-    n = 1
-    while d.exists():  # two runs in one second
-        n += 1
-        d = base / f"{stamp}-{n}"
-    d.mkdir(parents=True)
-    return d
+    return claim_folder(Path(spec.results_dir) / spec.test_name / stamp)
 
 
 def run_test(spec: TestSpec, *, out: TextIO = sys.stdout, live: bool | None = None,

@@ -135,6 +135,8 @@ def test_a_truncated_bundle_is_refused(run: Path, tmp_path: Path) -> None:
     cut.write_bytes(good.read_bytes()[:200])
     with pytest.raises(BundleError, match="cut.tar.gz: not a readable bundle"):
         open_bundle(cut, tmp_path / "out")
+    assert main(["analyse", str(cut)]) == 65
+    assert not (tmp_path / "cut").exists()  # the folder claimed for it is not left empty
 
 
 def test_a_bundle_with_a_link_or_a_dot_folder_is_refused(run: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -278,6 +279,11 @@ def test_reports(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "2 runs off expectation" in html and 'href="runs/a/seed-1/x/timeline.html"' in html
     assert "1 runs not run yet" in html
+    cells = re.search(r'<table id="cells">(.*?)</table>', html, re.S).group(1)
+    assert re.findall(r'<tr class="v-(\w+)"><td>([\w-]+)</td>', cells) == [
+        ("invalid", valid.name), ("invalid", invalid.name)]
+    assert "<td>1V 1U</td>" in cells and "<td>2/3 (21-94%) found</td>" in cells
+    assert "<td>4.0 s (3.0-5.0)</td>" in cells
     assert (tmp_path / "expectations.png").stat().st_size > 1000
     assert (tmp_path / "first_anomaly.png").exists()
     text = format_table(rows)

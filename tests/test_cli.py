@@ -314,3 +314,64 @@ def test_analyse_judges_a_saved_run_by_the_staleness_bound(capsys, tmp_path, sav
     assert f"verdict: {verdict}\n" in out and code == (0 if verdict == "VALID" else 1)
     # the run's own settings stay as it ran
     assert json.loads((directory / "test.json").read_text())["spec"]["max_staleness_ms"] == saved
+
+
+def test_claimed_folders_are_never_shared(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    from harness.folders import claim_folder
+
+    base = tmp_path / "a" / "run"  # parents made as needed
+    first, second, third = (claim_folder(base) for _ in range(3))
+    assert [first.name, second.name, third.name] == ["run", "run-2", "run-3"]
+    assert all(p.is_dir() for p in (first, second, third))
+    assert claim_folder(tmp_path / "c", first=1).name == "c"
+    assert claim_folder(tmp_path / "c", first=1).name == "c-1"
+
+    # a rival makes the folder between any look and the claim: claimed, not shared
+    real_mkdir = os.mkdir
+    rivals: list[Path] = []
+
+    def rival_first(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003
+        if not rivals:
+            real_mkdir(path)
+            rivals.append(Path(path))
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(os, "mkdir", rival_first)
+    got = claim_folder(tmp_path / "b")
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert rivals == [tmp_path / "b"] and got == tmp_path / "b-2"
+
+    # concurrent claims, released together: each gets its own folder
+    start, claimed = threading.Barrier(8), []
+
+    def claim() -> None:
+        start.wait()
+        claimed.append(claim_folder(tmp_path / "many"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(claimed)) == 8 and all(p.is_dir() for p in claimed)
+
+
+def test_runs_in_one_second_get_their_own_numbered_folders(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from harness.spec import TestSpec
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206
+            return cls(2026, 12, 7, 14, 42, 16)
+
+    monkeypatch.setattr(runner, "datetime", Frozen)
+    spec = TestSpec(results_dir=str(tmp_path))
+    folders = [runner.results_dir(spec) for _ in range(3)]
+    assert [p.name for p in folders] == ["20261207T144216", "20261207T144216-2",
+                                         "20261207T144216-3"]
+    assert all(p.is_dir() and p.parent.name == spec.test_name for p in folders)

@@ -222,8 +222,8 @@ def write_html(folder: Path, campaign: Campaign, rows: list[CellSummary],
     order = {c.name: i for i, c in enumerate(campaign.cells)}
     runs = sorted(records, key=lambda r: (order.get(r.cell, 0), r.seed, r.repeat))
     html = env.get_template("campaign_report.html").render(
-        campaign=campaign, rows=rows, runs=runs, not_run=not_run, plots=plots, state=state,
-        header=TABLE_HEADER, cells=table_cells, off=sum(r.off for r in rows))
+        campaign=campaign, runs=runs, not_run=not_run, plots=plots, state=state,
+        header=TABLE_HEADER, cells=rows, cell_text=table_cells, off=sum(r.off for r in rows))
     (folder / "report.html").write_text(html)
 
 

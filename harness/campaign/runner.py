@@ -31,6 +31,7 @@ import tomli_w
 from harness.campaign.record import (CampaignRun, append_record, current, figures,
                                      median_wall, read_records)
 from harness.campaign.spec import Campaign, RunKey
+from harness.folders import claim_folder
 from harness.subrun import CRASHED, Halted, Outcome, run_faultline
 
 #: What a run is assumed to cost beyond its time limit before any has run
@@ -52,19 +53,11 @@ class Finished:
 
 
 def new_folder(results_dir: Path, campaign: Campaign) -> Path:
-    """A new campaign folder, made here, so that two campaigns started in the
-    same second never share one."""
+    """A new campaign folder, ``RESULTS/campaigns/<name>/<stamp>`` (``<stamp>-1``...
+    for another started in the same second), made here, so that two campaigns
+    started in the same second never share one."""
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    parent = results_dir / "campaigns" / campaign.name
-    parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        folder = parent / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            n += 1
+    return claim_folder(results_dir / "campaigns" / campaign.name / stamp, first=1)
 
 
 def resume_folder(results_dir: Path, campaign: Campaign, given: str | None) -> Path:
