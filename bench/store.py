@@ -1,14 +1,16 @@
 """Store benchmark: prints figures, asserts nothing.
 
-    python bench/store.py [--seconds 5] [--procs 4] [--conns 8]
+    python bench/store.py [--seconds 5] [--procs 4] [--conns 8] [--groups 1,4]
 
-Starts a 3-node cluster (no faults) per read path and loads it from separate
-processes, in two ways: a raw HTTP load generator (``http.client`` with
-keep-alive, many connections per process: what the store itself can do) and
-boto3 clients (what the harness will see).  Reports acknowledged ops/s and
-p50/p99 latency for PutItem, GetItem (per read path), Query, and a 50/50
-Put/Get mix.  Requests go to the leader, as the harness's clients bound to
-it would.
+Starts a 3-node cluster (no faults) per read path and per number of Raft
+groups, and loads it from separate processes, in two ways: a raw HTTP load
+generator (``http.client`` with keep-alive, many connections per process:
+what the store itself can do) and boto3 clients (what the harness will see).
+Reports acknowledged ops/s and p50/p99 latency for PutItem, GetItem (per
+read path), Query, and a 50/50 Put/Get mix.  Each request goes to the
+leader of its key's group, as a client that knows the routes would send it
+(with one group: the leader), so no configuration pays a forwarding hop the
+other does not.
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.admin import leader_and_term  # noqa: E402
 from harness.cluster import LocalCluster  # noqa: E402
 from harness.spec import READ_FAMILIES, READ_PATHS  # noqa: E402
+from system.config import Shards  # noqa: E402
+from system.dynamo.values import encode_key_value  # noqa: E402
+from system.routing import Router  # noqa: E402
 
 TABLE = "bench"
 KEYS = 1000
@@ -47,22 +53,36 @@ def _body(op: str, i: int) -> tuple[str, bytes]:
     return "Query", json.dumps(req).encode()
 
 
-def _raw_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[float]]:
-    """One process with ``conns`` threads, each with one keep-alive connection."""
+def _routes(endpoints: list[str]) -> list[str]:
+    """The endpoint each key's requests go to: its group's leader."""
+    router = Router(Shards(groups=len(endpoints)))
+    return [endpoints[router.group_of(TABLE, encode_key_value({"S": f"k{i}"}))]
+            for i in range(KEYS)]
+
+
+def _raw_worker(args: tuple[list[str], str, float, int, int]) -> tuple[int, int, list[float]]:
+    """One process with ``conns`` threads, each with a keep-alive connection
+    to each group leader."""
     import threading
 
-    endpoint, op, seconds, conns, seed = args
-    host, port = endpoint.rsplit(":", 1)
+    endpoints, op, seconds, conns, seed = args
+    routes = _routes(endpoints)
     lat: list[float] = []
     counts = [0, 0]
     deadline = time.monotonic() + seconds
 
+    def connect(endpoint: str) -> http.client.HTTPConnection:
+        host, port = endpoint.rsplit(":", 1)
+        return http.client.HTTPConnection(host, int(port), timeout=10)
+
     def loop(t: int) -> None:
-        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn = {e: connect(e) for e in set(endpoints)}
         i = (seed * conns + t) * 1_000_003
         while time.monotonic() < deadline:
             kind = op if op != "mix" else ("put" if i % 2 else "get")
             target, body = _body(kind, i)
+            endpoint = routes[i % KEYS]
+            c = conn[endpoint]
             t0 = time.perf_counter()
             try:
                 c.request("POST", "/", body, {"X-Amz-Target": f"DynamoDB_20120810.{target}",
@@ -72,7 +92,7 @@ def _raw_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[
                 ok = r.status == 200
             except (OSError, http.client.HTTPException):
                 ok = False
-                c = http.client.HTTPConnection(host, int(port), timeout=10)
+                conn[endpoint] = connect(endpoint)
             if ok:
                 lat.append(time.perf_counter() - t0)
             counts[0 if ok else 1] += 1
@@ -86,15 +106,17 @@ def _raw_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[
     return counts[0], counts[1], lat
 
 
-def _boto_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list[float]]:
+def _boto_worker(args: tuple[list[str], str, float, int, int]) -> tuple[int, int, list[float]]:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    endpoint, op, seconds, _, seed = args
-    db = boto3.client("dynamodb", endpoint_url=f"http://{endpoint}", region_name="us-east-1",
-                      aws_access_key_id="x", aws_secret_access_key="x",
-                      config=Config(retries={"total_max_attempts": 1}))
+    endpoints, op, seconds, _, seed = args
+    routes = _routes(endpoints)
+    clients = {e: boto3.client("dynamodb", endpoint_url=f"http://{e}", region_name="us-east-1",
+                               aws_access_key_id="x", aws_secret_access_key="x",
+                               config=Config(retries={"total_max_attempts": 1}))
+               for e in set(endpoints)}
     lat: list[float] = []
     ok = errs = 0
     i = seed * 1_000_003
@@ -102,6 +124,7 @@ def _boto_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list
     while time.monotonic() < deadline:
         kind = op if op != "mix" else ("put" if i % 2 else "get")
         key = {"pk": {"S": f"k{i % KEYS}"}}
+        db = clients[routes[i % KEYS]]
         t0 = time.perf_counter()
         try:
             if kind == "put":
@@ -119,10 +142,11 @@ def _boto_worker(args: tuple[str, str, float, int, int]) -> tuple[int, int, list
     return ok, errs, lat
 
 
-def run(endpoint: str, op: str, seconds: float, procs: int, conns: int, boto: bool) -> str:
+def run(endpoints: list[str], op: str, seconds: float, procs: int, conns: int,
+        boto: bool) -> str:
     worker = _boto_worker if boto else _raw_worker
     with mp.get_context("spawn").Pool(procs) as pool:
-        parts = pool.map(worker, [(endpoint, op, seconds, conns, s) for s in range(procs)])
+        parts = pool.map(worker, [(endpoints, op, seconds, conns, s) for s in range(procs)])
     ok = sum(p[0] for p in parts)
     errs = sum(p[1] for p in parts)
     lat = sorted(x for p in parts for x in p[2])
@@ -139,33 +163,49 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4, help="load processes")
     ap.add_argument("--conns", type=int, default=8, help="connections per raw process")
     ap.add_argument("--paths", default=",".join(READ_PATHS))
+    ap.add_argument("--groups", default="1",
+                    help="comma-separated numbers of Raft groups to compare (default: 1)")
     ap.add_argument("--profile", action="store_true",
                     help="sample the leader with py-spy during the lease-path mix")
     args = ap.parse_args()
-    for path in args.paths.split(","):
-        reads = {f: path for f in READ_FAMILIES}
-        with tempfile.TemporaryDirectory() as tmp:
-            cluster = LocalCluster(tmp, 3, {"reads": reads})
-            cluster.start(seed=1)
-            try:
-                leader = cluster.node(cluster.wait_for_leader())
-                _setup(leader.api)
-                print(f"read path {path}: 3 nodes, leader {leader.id}, "
-                      f"{args.procs} load processes, {args.seconds:g} s each")
-                ops = ["put", "get", "query", "mix"] if path == "lease" else ["get"]
-                for op in ops:
-                    spy = _spy(leader.pid, args.seconds) if args.profile and op == "mix" else None
-                    raw = run(leader.api, op, args.seconds, args.procs, args.conns, False)
-                    print(f"  raw   {op:<6} {raw}")
-                    if spy:
-                        _print_profile(*spy)
-                # unloaded latency: one connection, one request at a time
-                print(f"  raw   get 1c {run(leader.api, 'get', args.seconds, 1, 1, False)}")
-                for op in ops:
-                    bo = run(leader.api, op, args.seconds, args.procs, 1, True)
-                    print(f"  boto3 {op:<6} {bo}")
-            finally:
-                cluster.stop()
+    for groups in [int(g) for g in args.groups.split(",")]:
+        for path in args.paths.split(","):
+            _bench(args, path, groups)
+
+
+def _bench(args: argparse.Namespace, path: str, groups: int) -> None:
+    config: dict = {"reads": {f: path for f in READ_FAMILIES}}
+    if groups > 1:
+        config["shards"] = {"groups": groups}
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = LocalCluster(tmp, 3, config)
+        cluster.start(seed=1)
+        try:
+            leader = cluster.node(cluster.wait_for_leader())
+            _setup(leader.api)
+            time.sleep(2.5 if groups > 1 else 0)   # leader placement settles
+            leads = [leader_and_term(cluster.nodes, group=g) for g in range(groups)]
+            if not all(leads):
+                print(f"groups {groups}: a group has no leader; skipped")
+                return
+            endpoints = [cluster.node(lt[0]).api for lt in leads if lt]
+            where = " ".join(lt[0] for lt in leads if lt)
+            print(f"read path {path}, {groups} group(s) led by {where}: 3 nodes, "
+                  f"{args.procs} load processes, {args.seconds:g} s each")
+            ops = ["put", "get", "query", "mix"] if path == "lease" else ["get"]
+            for op in ops:
+                spy = _spy(leader.pid, args.seconds) if args.profile and op == "mix" else None
+                raw = run(endpoints, op, args.seconds, args.procs, args.conns, False)
+                print(f"  raw   {op:<6} {raw}")
+                if spy:
+                    _print_profile(*spy)
+            # unloaded latency: one connection, one request at a time
+            print(f"  raw   get 1c {run(endpoints, 'get', args.seconds, 1, 1, False)}")
+            for op in ops:
+                bo = run(endpoints, op, args.seconds, args.procs, 1, True)
+                print(f"  boto3 {op:<6} {bo}")
+        finally:
+            cluster.stop()
 
 
 def _spy(pid: int, seconds: float) -> tuple[subprocess.Popen[bytes], str]:

@@ -172,23 +172,70 @@ def statuses(nodes: Iterable[NodeInfo], timeout: float = 1.0) -> dict[str, Statu
         return dict(zip([n.id for n in nodes], ex.map(one, nodes)))
 
 
-def pick_leader(found: Mapping[str, Status | None]) -> tuple[str, int] | None:
-    """The node that says it leads in the highest term, and that term, if any
-    (after a partition heals, an old leader may still say so in an older term)."""
-    leaders = [(st["term"], nid) for nid, st in found.items()
-               if st and st.get("role") == "leader"]
+def group_status(st: Status | None, group: int = 0) -> Status | None:
+    """One Raft group's part of a node's ``/status``: the top level for the
+    default group (what an unsharded node reports), else ``groups[group]``."""
+    if not st or group == 0:
+        return st
+    groups = st.get("groups") or []
+    return groups[group] if group < len(groups) else None
+
+
+def pick_leader(found: Mapping[str, Status | None], group: int = 0) -> tuple[str, int] | None:
+    """The node that says it leads ``group`` in the highest term, and that
+    term, if any (after a partition heals, an old leader may still say so in
+    an older term)."""
+    leaders = [(g["term"], nid) for nid, st in found.items()
+               if (g := group_status(st, group)) and g.get("role") == "leader"]
     if not leaders:
         return None
     term, nid = max(leaders)
     return nid, term
 
 
-def leader_and_term(nodes: Iterable[NodeInfo], timeout: float = 0.5) -> tuple[str, int] | None:
-    """The leader among ``nodes`` and its term, by their own account."""
-    return pick_leader(statuses(nodes, timeout))
+def leader_and_term(nodes: Iterable[NodeInfo], timeout: float = 0.5,
+                    group: int = 0) -> tuple[str, int] | None:
+    """The leader of ``group`` among ``nodes`` and its term, by their own account."""
+    return pick_leader(statuses(nodes, timeout), group)
 
 
 def leader_of(nodes: Iterable[NodeInfo], timeout: float = 0.5) -> str | None:
-    """The leader among ``nodes``, by their own account."""
-    found = leader_and_term(nodes, timeout)
-    return found[0] if found else None
+    """The default group's leader among ``nodes``, by their own account, once
+    every Raft group has a leader (an unsharded store has the one group):
+    before that, part of the key space cannot be written."""
+    found = statuses(nodes, timeout)
+    first = pick_leader(found)
+    if first is None:
+        return None
+    lead = found[first[0]] or {}
+    groups = len(lead.get("groups") or [lead])
+    return first[0] if all(pick_leader(found, g) for g in range(1, groups)) else None
+
+
+#: How long a start waits for the groups' leaders to move where the store
+#: places them: an election timeout after each wins, and a handover.
+PLACEMENT_S = 10.0
+
+
+def placed(found: Mapping[str, Status | None]) -> bool:
+    """Does every Raft group with a preferred leader (``leaders = "spread"``)
+    have it as its leader?  An unsharded store is placed from the start."""
+    first = next((st for st in found.values() if st), None)
+    if first is None:
+        return False
+    for g, gs in enumerate(first.get("groups") or []):
+        want = gs.get("preferred_leader")
+        lead = pick_leader(found, g)
+        if want and (lead is None or lead[0] != want):
+            return False
+    return True
+
+
+def wait_placed(nodes: Iterable[NodeInfo], timeout: float) -> bool:
+    """Until the groups' leaders sit where the store places them, at most
+    ``timeout`` seconds (then False: a run may start anyway, its leaders
+    moving in the first seconds)."""
+    from harness.poll import poll
+
+    nodes = list(nodes)
+    return bool(poll(lambda: placed(statuses(nodes)) or None, timeout, 0.2))

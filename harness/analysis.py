@@ -81,15 +81,21 @@ def analyse(spec: TestSpec, directory: Path) -> tuple[str, dict[str, Any]]:
 def lease_counts(directory: Path) -> dict[str, Any] | None:
     """The nodes' lease reads from nodes.json (their status after the final
     reads): hits, misses (a ReadIndex round instead) and the hit rate, overall
-    and per node; counted since each node last started.  None for a run saved
+    and per node (every Raft group's together); counted since each node last
+    started.  None for a run saved
     without it."""
     try:
         nodes = json.loads((directory / "nodes.json").read_text())
     except (OSError, ValueError):
         return None
-    by_node = {nid: {k: st["lease"].get(k, 0) for k in ("hits", "misses")}
+    def leases(st: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every Raft group's lease on the node (its one group's, unsharded)."""
+        groups = st.get("groups") if isinstance(st.get("groups"), list) else [st]
+        return [g["lease"] for g in groups if isinstance(g, dict) and isinstance(g.get("lease"), dict)]
+
+    by_node = {nid: {k: sum(lease.get(k, 0) for lease in leases(st)) for k in ("hits", "misses")}
                for nid, st in sorted(nodes.items())
-               if isinstance(st, dict) and isinstance(st.get("lease"), dict)}
+               if isinstance(st, dict) and leases(st)}
     hits = sum(n["hits"] for n in by_node.values())
     misses = sum(n["misses"] for n in by_node.values())
     return {"hits": hits, "misses": misses,

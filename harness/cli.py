@@ -221,6 +221,10 @@ def _run_options(r: argparse.ArgumentParser) -> None:
                    help=f"store nodes; faults that leave a majority serving (partitions, "
                    f"kill, pause, their -leader and -majority forms) need 3 or more "
                    f"(default: {d.nodes})")
+    r.add_argument("--groups", type=_count, metavar="N",
+                   help=f"Raft groups of the reference store, each owning a hash range "
+                   f"of the partition keys, with a leader and a lease of its own; group 0 "
+                   f"also holds the tables (default: {d.groups}, unsharded)")
     r.add_argument("--nemesis", type=_nemeses, metavar="F[:W[/Q]],...",
                    help=f"faults, comma-separated, from {', '.join(FAULT_NAMES)}; each may "
                    "carry its own timing, NAME:W[/Q]: W-second fault windows, Q seconds "
@@ -307,6 +311,9 @@ def _add_cluster(sub: argparse._SubParsersAction) -> None:
     up = csub.add_parser("up", help="start N local nodes in the background")
     up.add_argument("--nodes", type=_count, default=3, metavar="N",
                     help="nodes (default: %(default)s)")
+    up.add_argument("--groups", type=_count, default=1, metavar="N",
+                    help="Raft groups, each owning a hash range of the partition keys "
+                    "(default: %(default)s, unsharded)")
     up.add_argument("--dir", required=True, help="cluster directory (cluster.json, logs, data)")
     up.add_argument("--config", metavar="TOML",
                     help="node configuration file (default: the store's defaults)")
@@ -763,6 +770,8 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
             return EX_DATAERR
     if args.bug:
         config["bugs"] = sorted(set(config.get("bugs", [])) | set(args.bug))
+    if args.groups > 1:
+        config["shards"] = {**config.get("shards", {}), "groups": args.groups}
     cluster = LocalCluster(args.dir, args.nodes, config)
     try:
         cluster.start(seed=args.seed)
@@ -797,11 +806,14 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
         if st is None:
             print(f"{n.id}  down (pid {n.pid})")
             continue
-        lease = st["lease"]
-        print(f"{n.id}  {st['role']:<13} term {st['term']:<4} leader {st['leader']}  "
-              f"commit {st['commit']} applied {st['applied']}  lease "
-              f"{'valid' if lease['valid'] else '-'} hits {lease['hits']} "
-              f"misses {lease['misses']}")
+        groups = st.get("groups") or [st]
+        for g in groups:
+            lease = g["lease"]
+            where = f"group {g['group']}  " if len(groups) > 1 else ""
+            print(f"{n.id}  {where}{g['role']:<13} term {g['term']:<4} leader {g['leader']}  "
+                  f"commit {g['commit']} applied {g['applied']}  lease "
+                  f"{'valid' if lease['valid'] else '-'} hits {lease['hits']} "
+                  f"misses {lease['misses']}")
     return 0
 
 

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.admin import NodeInfo, Status, leader_of, statuses, to_toml
+from harness.admin import (PLACEMENT_S, NodeInfo, Status, leader_of, statuses, to_toml,
+                           wait_placed)
 from harness.poll import wait_for_leader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,6 +153,7 @@ class LocalCluster:
             for i, node in enumerate(self.nodes):
                 self.start_node(node, links, None if seed is None else seed + i)
             self.wait_for_leader(timeout, check_exits=True)
+            wait_placed(self.nodes, PLACEMENT_S)
         except BaseException:
             self.stop()
             raise

@@ -51,6 +51,8 @@ class LocalBackend:
     def __init__(self, directory: str | os.PathLike[str], n: int, config: dict[str, Any],
                  seed: int) -> None:
         self.cluster = LocalCluster(directory, n, config)
+        #: the store's Raft groups (the group faults aim at non-default ones)
+        self.raft_groups = int(config.get("shards", {}).get("groups", 1))
         self.node_ids = [node.id for node in self.cluster.nodes]
         self.seed = seed
         self.pool = ProxyPool()
@@ -123,8 +125,8 @@ class LocalBackend:
     def leader(self) -> str | None:
         return leader_of(self._running())
 
-    def leader_term(self) -> tuple[str, int] | None:
-        return leader_and_term(self._running())
+    def leader_term(self, group: int = 0) -> tuple[str, int] | None:
+        return leader_and_term(self._running(), group=group)
 
     def node_statuses(self) -> dict[str, dict[str, Any] | None]:
         """Each running node's ``/status`` (None where it does not answer)."""
@@ -212,9 +214,12 @@ class LocalBackend:
                 self._signal(node, signal.SIGCONT)
             self.paused.discard(node)
 
-    def transfer_leadership(self, leader: str, to: str | None = None) -> str | None:
-        out = admin_post(self.cluster.node(leader), "/transfer", {"to": to} if to else {})
-        return out.get("transfer_to")
+    def transfer_leadership(self, leader: str, to: str | None = None,
+                            group: int = 0) -> str | None:
+        body: dict[str, Any] = {"group": group} if group else {}
+        if to:
+            body["to"] = to
+        return admin_post(self.cluster.node(leader), "/transfer", body).get("transfer_to")
 
     def set_delay(self, ms: float) -> None:
         for proxies in self._proxies.values():

@@ -53,8 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.admin import (CRASH_EXIT_S, NodeInfo, admin_post, get_failpoints, leader_and_term,
-                           leader_of, post_clock, post_crash, set_failpoint, statuses, to_toml)
+from harness.admin import (CRASH_EXIT_S, PLACEMENT_S, NodeInfo, admin_post, get_failpoints,
+                           leader_and_term, leader_of, post_clock, post_crash, set_failpoint,
+                           statuses, to_toml, wait_placed)
 from harness.poll import poll, wait_for_leader
 from nemesis.faults import Cut, cuts_of
 from nemesis.proxy import LinkProxy, ProxyPool
@@ -336,6 +337,8 @@ class RemoteBackend(abc.ABC):
         self.dir = Path(directory)
         self.n = n
         self.config = config
+        #: the store's Raft groups (the group faults aim at non-default ones)
+        self.raft_groups = int(config.get("shards", {}).get("groups", 1))
         self.seed = seed
         #: the test asks for delay or loss: netem, or proxies on every peer link
         self.shaping = shaping
@@ -420,6 +423,7 @@ class RemoteBackend(abc.ABC):
         seeds = {nid: self.seed + i for i, nid in enumerate(self.node_ids)}
         self.each(lambda nid: self._start_node(nid, seeds[nid]))
         self.wait_for_leader(timeout, check_alive=True)
+        wait_placed(self._running(), PLACEMENT_S)
 
     def _start_node(self, nid: str, seed: int | None = None) -> None:
         node = self.nodes[nid]
@@ -551,8 +555,8 @@ class RemoteBackend(abc.ABC):
     def leader(self) -> str | None:
         return leader_of(self._running())
 
-    def leader_term(self) -> tuple[str, int] | None:
-        return leader_and_term(self._running())
+    def leader_term(self, group: int = 0) -> tuple[str, int] | None:
+        return leader_and_term(self._running(), group=group)
 
     def node_statuses(self) -> dict[str, dict[str, Any] | None]:
         """Each running node's ``/status`` (None where it does not answer)."""
@@ -638,9 +642,12 @@ class RemoteBackend(abc.ABC):
                     if self.link_mode == "netem" and any(self._shape.values()):
                         self._set_shape()
 
-    def transfer_leadership(self, leader: str, to: str | None = None) -> str | None:
-        out = admin_post(self.nodes[leader].info, "/transfer", {"to": to} if to else {})
-        return out.get("transfer_to")
+    def transfer_leadership(self, leader: str, to: str | None = None,
+                            group: int = 0) -> str | None:
+        body: dict[str, Any] = {"group": group} if group else {}
+        if to:
+            body["to"] = to
+        return admin_post(self.nodes[leader].info, "/transfer", body).get("transfer_to")
 
     def set_delay(self, ms: float) -> None:
         self._set_shape(delay_ms=ms)

@@ -25,7 +25,8 @@ READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_i
 BUG_FLAGS = ("unchecked-range-reads", "read-ts-before-check", "long-lease",
              "wall-clock-lease", "no-check-quorum", "ack-before-fsync", "no-noop-read",
              "lease-survives-transfer", "stale-follower-reads", "commit-previous-term",
-             "read-index-no-apply-wait")
+             "read-index-no-apply-wait", "keyless-lease-default-group",
+             "sequential-lease-checks")
 #: What the reference store does with a setting a spec leaves unset (None).  Like
 #: the lists above it is the harness's own copy, since the harness drives the
 #: store only from outside; tests/test_flag_catalogues.py keeps them equal.
@@ -33,6 +34,8 @@ STORE_DEFAULTS: dict[str, Any] = {"read_path": "lease", "lease_clock": "monotoni
                                   "lease_anchor": "sent", "drift_bound": 0.0}
 #: The store's default lease is the election timeout less this.
 LEASE_MARGIN_MS = 300
+#: Bug flags that only exist with several Raft groups.
+GROUP_BUGS = frozenset({"keyless-lease-default-group", "sequential-lease-checks"})
 #: The read families ``unchecked-range-reads`` leaves unchecked.
 RANGE_FAMILIES = ("query", "scan", "transact_get_items")
 
@@ -46,6 +49,9 @@ class TestSpec:
     __test__ = False  # a spec, not a pytest test class
     workload: str = "set"
     nodes: int = 5
+    #: Raft groups of the reference store (key ranges by hash; group 0 also
+    #: holds the tables); 1 is the unsharded store
+    groups: int = 1
     #: faults, each ``NAME[:WINDOW[/QUIET]]``: a timing of its own, or the two below
     nemesis: list[str] = field(default_factory=list)
     #: seconds each fault window lasts ...
@@ -100,12 +106,30 @@ class TestSpec:
         self._check_nemesis()
         for b in self.bugs:
             _choice("bug", b, BUG_FLAGS)
+        if not 1 <= self.groups <= 64:
+            raise SpecError(f"--groups: must be between 1 and 64, got {self.groups}")
+        for b in GROUP_BUGS & set(self.bugs):
+            if self.groups < 2:
+                raise SpecError(f"--groups: --bug {b} is about which group's lease a read "
+                                f"checks, so it needs 2 or more, got {self.groups}")
+        if self.groups > 1 and self.workload == "bank":
+            raise SpecError("--groups: the bank workload's transfers span accounts in several "
+                            "Raft groups, and the reference store runs a transaction in one "
+                            "group only so far; use --groups 1 with bank")
+        if self.groups > 1:  # the checkers report each group's anomalies
+            self.workload_options.setdefault("groups", self.groups)
+        if self.groups > 1 and self.workload == "set":
+            # spread the set's elements over partitions, and so over groups
+            self.workload_options.setdefault("partitions", 2 * self.groups)
         for name, value, low in (("nodes", self.nodes, 1), ("concurrency", self.concurrency, 1)):
             if value < low:
                 raise SpecError(f"--{name}: must be at least {low}, got {value}")
-        from nemesis.faults import NEEDS_NODES  # the catalogue lives with the faults
+        from nemesis.faults import GROUP_FAULTS, NEEDS_NODES  # the catalogue lives with the faults
 
         for fault in self.fault_names:
+            if fault in GROUP_FAULTS and self.groups < 2:
+                raise SpecError(f"--groups: --nemesis {fault} aims at the leader of a "
+                                f"non-default Raft group, so it needs 2 or more, got {self.groups}")
             need, why = NEEDS_NODES.get(fault, (1, ""))
             if self.nodes < need:
                 raise SpecError(f"--nodes: --nemesis {fault} needs at least {need} nodes "
@@ -172,7 +196,8 @@ class TestSpec:
                 (self.lease_anchor, STORE_DEFAULTS["lease_anchor"], "anchor-{}"),
                 (self.drift_bound, STORE_DEFAULTS["drift_bound"], "drift-{:g}")]
         return ([fmt.format(value) for value, default, fmt in tags
-                 if value is not None and value != default] + sorted(set(self.bugs)))
+                 if value is not None and value != default]
+                + ([f"{self.groups}-groups"] if self.groups > 1 else []) + sorted(set(self.bugs)))
 
     def resolve_seed(self) -> int:
         if self.seed is None:
@@ -192,6 +217,8 @@ class TestSpec:
             cfg["reads"] = {f: self.read_path for f in READ_FAMILIES}
         if self.bugs:
             cfg["bugs"] = list(self.bugs)
+        if self.groups > 1:
+            cfg["shards"] = {"groups": self.groups}
         return cfg
 
     def read_path_of(self, family: str) -> str:

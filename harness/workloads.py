@@ -286,6 +286,17 @@ def require_fresh(client: Any, table: str, ok: Callable[[dict[str, Any]], bool] 
                 "Use a fresh cluster or another table (workload option `table`).")
 
 
+def group_router(table: str, groups: int) -> Callable[[str], int]:
+    """The Raft group of the reference store that owns a string partition
+    key of ``table`` (the store's own router, with the run's ``groups``)."""
+    from system.config import Shards
+    from system.dynamo.values import encode_key_value
+    from system.routing import Router
+
+    router = Router(Shards(groups=groups))
+    return lambda pk: router.group_of(table, encode_key_value({"S": pk}))
+
+
 def _pick(rng: random.Random, mix: Sequence[tuple[str, float]]) -> str:
     """An f drawn with the mix's weights (always exactly one rng draw)."""
     total = sum(w for _, w in mix)
@@ -383,6 +394,8 @@ class RegisterWorkload:
     table: str = "faultline_register"
     #: A shared ``multiprocessing.Array("q", keys)`` (see :class:`KeyRing`).
     key_counts: Any = None
+    #: the store's Raft groups, to report the anomalies of each
+    groups: int = 1
 
     name = "register"
     fs = ("get", "put", "update")
@@ -505,6 +518,17 @@ class RegisterWorkload:
         summary = [f"linearizability: {verdict_text(res.verdict, max_staleness_ms)} "
                    f"over {len(res.keys)} keys", *staleness.lines(),
                    *key_lines(res, model.describe_op)]
+        if self.groups > 1:
+            route = group_router(self.table, self.groups)
+            by_group = {str(g): {"keys": 0, "invalid_keys": 0} for g in range(self.groups)}
+            for k in res.keys:
+                counts = by_group[str(route(str(k.key)))]
+                counts["keys"] += 1
+                counts["invalid_keys"] += k.verdict == INVALID
+            results["by_group"] = by_group
+            summary.append("  by Raft group: " + "; ".join(
+                f"group {g}: {c['invalid_keys']} of {c['keys']} keys not linearizable"
+                for g, c in by_group.items()))
         return CheckOutcome(res.verdict, results, summary, anomalies, [res],
                             model.describe_op)
 
@@ -513,11 +537,17 @@ class RegisterWorkload:
 
 @dataclass
 class SetWorkload:
-    """Unique inserts under one partition key, read by Query and by Scan."""
+    """Unique inserts, read by Query and by Scan.  With ``partitions > 1``
+    element N goes to partition ``s<N mod partitions>`` (so a sharded store
+    spreads them over its groups); a read-query then queries each partition
+    in turn and returns their union, a read-scan scans them all.  ``groups``:
+    the store's Raft groups, to report the anomalies of each."""
 
     mix: dict[str, float] | None = None
     table: str = "faultline_set"
     partition: str = "s"
+    partitions: int = 1
+    groups: int = 1
 
     name = "set"
     fs = ("add", "read-query", "read-scan")
@@ -530,6 +560,32 @@ class SetWorkload:
     def __post_init__(self) -> None:
         self._mix = _mix(self.mix, self.DEFAULT_MIX)
         self._values = _Counters()
+        if self.partitions < 1:
+            raise ValueError(f"partitions: must be at least 1, got {self.partitions}")
+        self._names = ([self.partition] if self.partitions == 1 else
+                       self._spread() if self.groups > 1 else
+                       [f"{self.partition}{i}" for i in range(self.partitions)])
+
+    def _spread(self) -> list[str]:
+        """Partition names that the reference store's router deals out evenly
+        over its groups (the first names that land in each, in turn)."""
+        group_of = self._router()
+        want = -(-self.partitions // self.groups)
+        taken: dict[int, list[str]] = {g: [] for g in range(self.groups)}
+        i = 0
+        while sum(map(len, taken.values())) < want * self.groups:
+            name = f"{self.partition}{i}"
+            g = group_of(name)
+            if len(taken[g]) < want:
+                taken[g].append(name)
+            i += 1
+        return [n for names in zip(*taken.values()) for n in names][:self.partitions]
+
+    def _router(self) -> Callable[[str], int]:
+        return group_router(self.table, self.groups)
+
+    def partition_of(self, element: int) -> str:
+        return self._names[element % self.partitions]
 
     def setup(self, client: Any) -> None:
         create_table(client, self.table, "pk", "sk", "N")
@@ -548,22 +604,24 @@ class SetWorkload:
         pass
 
     def _ints(self, items: list[dict[str, Any]]) -> list[int]:
+        ours = set(self._names)
         return sorted(int(it["sk"]["N"]) for it in items
-                      if it.get("pk", {}).get("S", self.partition) == self.partition)
+                      if it.get("pk", {}).get("S", self.partition) in ours)
 
     def invoke(self, client: Any, op: Op) -> Completion:
         if op.f == "add":
             def add() -> Completion:
                 client.put_item(TableName=self.table, Item={
-                    "pk": {"S": self.partition}, "sk": {"N": str(op.value)}})
+                    "pk": {"S": self.partition_of(op.value)}, "sk": {"N": str(op.value)}})
                 return Completion(OK, op.value)
             return guarded(False, op, add)
         if op.f == "read-query":
             def query() -> Completion:
-                items = _paged(client.query, TableName=self.table, ConsistentRead=True,
-                               KeyConditionExpression="pk = :p",
-                               ExpressionAttributeValues={":p": {"S": self.partition}},
-                               ProjectionExpression="sk")
+                items = [it for p in self._names for it in _paged(
+                    client.query, TableName=self.table, ConsistentRead=True,
+                    KeyConditionExpression="pk = :p",
+                    ExpressionAttributeValues={":p": {"S": p}},
+                    ProjectionExpression="pk, sk")]
                 return Completion(OK, self._ints(items))
             return guarded(True, op, query, gone=[])
         if op.f == "read-scan":
@@ -585,10 +643,27 @@ class SetWorkload:
 
         res = check_set(ops, t0=t0, max_staleness_ms=max_staleness_ms,
                         families=self.READ_FAMILIES)
-        return CheckOutcome(res.verdict, {"set": res.to_dict(),
-                                          "staleness": res.staleness.to_dict()},
-                            res.describe().splitlines(), res.anomalies(),
+        results = {"set": res.to_dict(), "staleness": res.staleness.to_dict()}
+        summary = res.describe().splitlines()
+        if self.groups > 1:
+            results["by_group"] = self.by_group(res)
+            summary.append("  by Raft group: " + "; ".join(
+                f"group {g}: {c['stale_elements']} elements missed by stale reads, "
+                f"{c['lost']} lost" for g, c in results["by_group"].items()))
+        return CheckOutcome(res.verdict, results, summary, res.anomalies(),
                             [res.page(len(ops), path)], describe_op)
+
+    def by_group(self, res: Any) -> dict[str, dict[str, int]]:
+        """The anomalous elements of each Raft group of the reference store:
+        which group owns an element's partition (its router, same config)."""
+        route = self._router()
+        group_of = {p: route(p) for p in self._names}
+        out = {str(g): {"stale_elements": 0, "lost": 0} for g in range(self.groups)}
+        for what, elements in (("stale_elements", res.stale_elements), ("lost", res.lost)):
+            for e in elements:
+                if isinstance(e, int):
+                    out[str(group_of[self.partition_of(e)])][what] += 1
+        return out
 
 
 # ---------------------------------------------------------------------- bank

@@ -25,6 +25,13 @@ Besides the one-node faults, the catalogue has:
   the followers from electing another leader, yet it hears no acknowledgement).
   ``mute-leader``: the reverse, the leader hears the followers but nothing it
   sends reaches them.
+* with several Raft groups (``--groups``), faults aimed at the node leading a
+  non-default group (one that does not also lead the default group, when
+  the groups allow): ``partition-group-leader`` cuts it off from that
+  group's other replicas (a store failpoint drops the group's Raft messages
+  both ways: every node holds every group, so no network fault cuts one
+  group alone), ``kill-group-leader`` kills it, ``transfer-group-leader``
+  hands the group to another node.
 * ``disk-slow`` (every fsync of the leader, else of a random node, sleeps a
   seeded 50-500 ms) and ``disk-stall`` (the leader's fsyncs block until the
   window ends), ``apply-slow`` (every node but the leader applies each
@@ -50,9 +57,12 @@ Cut = tuple[str, str]
 
 class Backend(Protocol):
     node_ids: list[str]
+    #: the store's Raft groups; group 0 is the default one
+    raft_groups: int
 
-    def leader_term(self) -> tuple[str, int] | None:
-        """The leader and its term, by the nodes' own account; ``None`` if none leads."""
+    def leader_term(self, group: int = 0) -> tuple[str, int] | None:
+        """The leader of a Raft group and its term, by the nodes' own account;
+        ``None`` if none leads."""
 
     def partition(self, groups: list[list[str]]) -> None:
         """Two nodes can talk iff some group holds both (a bridge node is in two)."""
@@ -77,7 +87,8 @@ class Backend(Protocol):
 
     def resume(self, node: str) -> None: ...
 
-    def transfer_leadership(self, leader: str, to: str | None = None) -> str | None: ...
+    def transfer_leadership(self, leader: str, to: str | None = None,
+                            group: int = 0) -> str | None: ...
 
     def set_delay(self, ms: float) -> None: ...
 
@@ -277,6 +288,37 @@ def _next_move(b: Backend, rng: random.Random) -> dict[str, Any] | None:
     return {"from": leader, "term": term, "to": rng.choice([n for n in b.node_ids if n != leader])}
 
 
+def _group_leader(b: Backend, rng: random.Random) -> Targets:
+    """A non-default Raft group and the node leading it, picked among the
+    groups whose leader does not also lead the default group when there are
+    such (the fault must leave the default group's lease whole), with every
+    group's leader then: ``{"raft_group": 2, "node": "n3", "leader": "n3",
+    "term": 4, "leaders": {"0": "n1", ...}}``.  When no such group has a
+    leader, a group and a node at random, leader and term ``None``."""
+    found = {g: b.leader_term(g) for g in range(b.raft_groups)}
+    leaders = {str(g): lt[0] if lt else None for g, lt in found.items()}
+    led = [(g, lt) for g, lt in found.items() if g > 0 and lt is not None]
+    pool = [x for x in led if x[1][0] != leaders["0"]] or led
+    if not pool:
+        return {"raft_group": rng.randrange(1, b.raft_groups), "node": rng.choice(b.node_ids),
+                "leader": None, "term": None, "leaders": leaders}
+    g, (node, term) = rng.choice(pool)
+    return {"raft_group": g, "node": node, "leader": node, "term": term, "leaders": leaders}
+
+
+def partition_group_leader(b: Backend, rng: random.Random) -> Targets:
+    """The group's leader cut off from the group's other replicas (a store
+    failpoint: every node holds every group, so no network fault cuts one
+    group alone), as a partition does when groups live on different machines."""
+    t = _group_leader(b, rng)
+    return {**t, "raft_cut_groups": [t["raft_group"]]}
+
+
+def transfer_group_leader(b: Backend, rng: random.Random) -> Targets:
+    t = _group_leader(b, rng)
+    return {**t, "to": rng.choice([n for n in b.node_ids if n != t["node"]])}
+
+
 def leader_churn(b: Backend, rng: random.Random) -> Targets:
     """Hand leadership to another node every second while active.  Only the
     first move is chosen at the start; the others are decided as they come,
@@ -402,6 +444,13 @@ def _transfer(b: Backend, move: dict[str, Any] | None) -> dict[str, Any] | None:
     return move
 
 
+def _move_group(b: Backend, t: Targets, rng: random.Random) -> Effect:
+    """One handover of a non-default group's leadership, at the window's start."""
+    if t["leader"] is not None:
+        b.transfer_leadership(t["node"], t["to"], group=t["raft_group"])
+    return Effect(lambda: None)
+
+
 def _churn(b: Backend, t: Targets, rng: random.Random) -> Effect:
     """The recorded first move, then a live one every second, its target drawn
     from ``rng``: who leads by then depends on the run, not on the record."""
@@ -435,7 +484,14 @@ FAULT_KINDS: dict[str, FaultKind] = {k.name: k for k in [
     FaultKind("disk-stall", disk_stall, _failpoint("fsync_stall", False)),
     FaultKind("power-loss", _majority, _crash),
     FaultKind("apply-slow", apply_slow, _failpoint("apply_delay_ms", 0)),
+    FaultKind("partition-group-leader", partition_group_leader, _failpoint("raft_cut_groups", [])),
+    FaultKind("kill-group-leader", _group_leader, _kill),
+    FaultKind("transfer-group-leader", transfer_group_leader, _move_group),
 ]}
+
+#: Faults aimed at a non-default Raft group's leader: they need a sharded store.
+GROUP_FAULTS = frozenset({"partition-group-leader", "kill-group-leader",
+                          "transfer-group-leader"})
 
 #: Each fault started as a run's schedule starts it: chosen, then applied.
 FAULTS: dict[str, Callable[[Backend, random.Random], Active]] = {
@@ -490,15 +546,18 @@ _MINORITY = "a minority must survive the majority's loss; below 3 the majority i
 NEEDS_NODES: dict[str, tuple[int, str]] = {
     **dict.fromkeys(("partition-one", "partition-leader", "partition-halves",
                      "partition-bridge", "partition-random", "deafen-leader", "mute-leader",
-                     "kill", "kill-leader", "pause", "pause-leader", "disk-stall"),
+                     "kill", "kill-leader", "pause", "pause-leader", "disk-stall",
+                     "partition-group-leader", "kill-group-leader"),
                     (3, _MAJORITY)),
     "apply-slow": (2, "a follower must lag its leader"),
     **dict.fromkeys(("kill-majority", "pause-majority"), (3, _MINORITY)),
-    "leader-churn": (2, "leadership is handed to another node"),
+    **dict.fromkeys(("leader-churn", "transfer-group-leader"),
+                    (2, "leadership is handed to another node")),
 }
 
 #: Faults that act through the store's failpoints (``/failpoint`` on its admin endpoint).
-FAILPOINT_FAULTS = frozenset({"disk-slow", "disk-stall", "power-loss", "apply-slow"})
+FAILPOINT_FAULTS = frozenset({"disk-slow", "disk-stall", "power-loss", "apply-slow",
+                              "partition-group-leader"})
 
 
 def check_support(b: Backend, faults: Iterable[str]) -> None:

@@ -110,9 +110,10 @@ def describe(fault: str, targets: dict[str, Any]) -> str:
     what = _what(fault, targets)
     if "leader" not in targets:
         return what
+    group = f"group {targets['raft_group']}, " if "raft_group" in targets else ""
     if targets["leader"] is None:
-        return f"{what} (no leader: picked at random)"
-    return f"{what} (leader of term {targets['term']})"
+        return f"{what} ({group}no leader: picked at random)"
+    return f"{what} (leader of {group}term {targets['term']})"
 
 
 def _what(fault: str, targets: dict[str, Any]) -> str:
@@ -125,6 +126,10 @@ def _what(fault: str, targets: dict[str, Any]) -> str:
         return f"{who}'s clock jumps by {targets['delta_s']:g} s every 100 ms"
     if "rate" in targets:
         return f"{who}'s clock at {targets['rate']:g}x speed"
+    if "raft_cut_groups" in targets:
+        return (f"cut {who} off from group {targets['raft_group']}'s other replicas")
+    if "to" in targets:
+        return f"move group {targets['raft_group']}'s leadership from {who} to {targets['to']}"
     if "first" in targets:
         move = targets["first"]
         return "move leadership every second, first " + (

@@ -155,7 +155,7 @@ class Player:
     def _start(self, step: Step) -> None:
         targets = step.targets
         if self.targets == "role":
-            now = self.backend.leader_term()
+            now = self.backend.leader_term(targets.get("raft_group", 0))
             targets = retarget(targets, recorded_leader(targets), now[0] if now else None)
             if now is not None:
                 targets = _with_term(targets, now[1])

@@ -16,6 +16,8 @@ READ_PATHS = ("lease", "read_index", "local")
 READ_FAMILIES = ("get_item", "query", "scan", "transact_get_items", "batch_get_item")
 LEASE_CLOCKS = ("monotonic", "wall")
 LEASE_ANCHORS = ("sent", "received")
+SPLITS = ("hash", "points")
+LEADER_PLACEMENTS = ("spread", "any")
 #: the default lease is the election timeout less this (elastickv's margin)
 LEASE_MARGIN_MS = 300
 
@@ -66,7 +68,22 @@ BUGS: dict[str, str] = {
         "a ReadIndex read (and the lease path's ReadIndex fallback) is served once a "
         "quorum confirms its read index, without waiting for the state machine to "
         "apply up to it -> stale reads on a leader whose apply lags its commit index.",
+    "keyless-lease-default-group":
+        "with several Raft groups, Query and Scan check only the default group's lease "
+        "(the pull request's first version), then read each group's replica on this node "
+        "unconfirmed -> stale reads where that replica lags its group's leader; and "
+        "Query and Scan answer 500 while the default group has no leader, even for keys "
+        "of groups that have one.",
+    "sequential-lease-checks":
+        "TransactGetItems checks the lease of each group it touches one after another "
+        "instead of concurrently: on lease misses a Raft round trip per group, and past "
+        "the 5 s check timeout the request fails (a latency bug, not a safety one).",
 }
+
+
+#: Bug flags that cost time, not safety: no checker can find them, and
+#: ``bench/sharding.py`` measures what they cost.
+LATENCY_BUGS = frozenset({"sequential-lease-checks"})
 
 
 class ConfigError(ValueError):
@@ -112,10 +129,28 @@ class ReadPaths:
 
 
 @dataclass(frozen=True)
+class Shards:
+    """How many Raft groups there are and which keys each one owns
+    (:mod:`system.routing`).  Group 0 is the default group: it also holds
+    the table catalogue.  One group (the default) is the unsharded store."""
+    groups: int = 1
+    #: ``hash``: groups own equal ranges of a hash of (table, partition key);
+    #: ``points``: group i owns the route keys from ``points[i-1]`` up to
+    #: ``points[i]`` (each point a table ``{table = "t", key = {S = "m"}}``).
+    split: str = "hash"
+    points: tuple[dict[str, Any], ...] = ()
+    #: ``spread``: group g > 0 prefers the g-th node (in id order, wrapping)
+    #: as its leader and its leader hands over to it when it can; ``any``:
+    #: whoever wins an election leads.
+    leaders: str = "spread"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     raft: RaftTimings = field(default_factory=RaftTimings)
     lease: LeaseConfig = field(default_factory=LeaseConfig)
     reads: ReadPaths = field(default_factory=ReadPaths)
+    shards: Shards = field(default_factory=Shards)
     bugs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -140,6 +175,7 @@ class NodeConfig:
             raise ConfigError("raft: need 0 < tick_ms <= heartbeat_ms < election_timeout_ms")
         if r.max_apply_batch < 1:
             raise ConfigError(f"raft.max_apply_batch: {r.max_apply_batch} must be >= 1")
+        _check_shards(self.shards)
 
     def has(self, bug: str) -> bool:
         return bug in self.bugs
@@ -186,7 +222,27 @@ class NodeConfig:
         return d
 
 
-_SECTIONS = {"raft": RaftTimings, "lease": LeaseConfig, "reads": ReadPaths}
+def _check_shards(s: Shards) -> None:
+    if s.split not in SPLITS:
+        raise ConfigError(f"shards.split: {s.split!r} is not one of {', '.join(SPLITS)}")
+    if s.leaders not in LEADER_PLACEMENTS:
+        raise ConfigError(f"shards.leaders: {s.leaders!r} is not one of "
+                          f"{', '.join(LEADER_PLACEMENTS)}")
+    if not 1 <= s.groups <= 64:
+        raise ConfigError(f"shards.groups: {s.groups} must be between 1 and 64")
+    if s.split == "hash" and s.points:
+        raise ConfigError("shards.points: only with split = \"points\"")
+    if s.split == "points":
+        if len(s.points) != s.groups - 1:
+            raise ConfigError(f"shards.points: {s.groups} groups need {s.groups - 1} split "
+                              f"points, got {len(s.points)}")
+        from system.routing import point_key  # the one place points are read
+        keys = [point_key(p, f"shards.points[{i}]") for i, p in enumerate(s.points)]
+        if keys != sorted(keys) or len(set(keys)) != len(keys):
+            raise ConfigError("shards.points: split points must be in increasing order")
+
+
+_SECTIONS = {"raft": RaftTimings, "lease": LeaseConfig, "reads": ReadPaths, "shards": Shards}
 
 
 def from_dict(data: dict[str, Any]) -> NodeConfig:
@@ -205,6 +261,8 @@ def from_dict(data: dict[str, Any]) -> NodeConfig:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table")
         known = {f.name: f for f in fields(cls)}
+        if key == "shards" and isinstance(value.get("points"), list):
+            value = {**value, "points": tuple(value["points"])}
         for k, v in value.items():
             if k not in known:
                 raise ConfigError(f"{key}.{k}: unknown key; expected one of "

@@ -13,6 +13,11 @@ compiled in, so a fault test can switch them per node and per window:
   apply (0 clears): a state machine that lags its log -- a compaction, an
   expensive transaction -- while Raft itself keeps up.  The wait is an
   ``await``, so the node goes on replicating and answering meanwhile.
+* ``{"raft_cut_groups": [g, ...]}``: the node drops every Raft message of
+  these groups, sent or received (``[]`` clears): it is cut off from those
+  groups' other replicas while its other groups, and its API, go on -- the
+  partition a node sees when groups live on different machines, which one
+  network fault cannot make here, every node holding every group.
 * ``{"crash": "lose-unsynced"}``: power loss: what was written but not made
   durable is dropped and the process exits at once
   (:meth:`system.storage.RaftStorage.lose_unsynced`).
@@ -21,8 +26,8 @@ compiled in, so a fault test can switch them per node and per window:
 Keys may be combined in one request; all are checked before any takes
 effect, so a bad request changes nothing.  ``GET /failpoint`` and every
 accepted ``POST`` answer the settings, ``{"fsync_delay_ms": X,
-"fsync_stall": bool, "stalled_fsyncs": n, "apply_delay_ms": Y}`` (n: fsyncs a stall holds right
-now); a refused one gets 400 and ``{"error", "key", "allowed"}``; a crash
+"fsync_stall": bool, "stalled_fsyncs": n, "apply_delay_ms": Y, "raft_cut_groups":
+[...]}`` (n: fsyncs a stall holds right now); a refused one gets 400 and ``{"error", "key", "allowed"}``; a crash
 gets no answer.  Failpoints live in the process: they are not persisted, and
 a restart clears them.
 """
@@ -42,6 +47,7 @@ ALLOWED: dict[str, str] = {
     "fsync_delay_ms": "a finite number >= 0 (milliseconds; 0 clears)",
     "fsync_stall": "true or false",
     "apply_delay_ms": "a finite number >= 0 (milliseconds per applied entry; 0 clears)",
+    "raft_cut_groups": "a list of Raft group ids (integers >= 0; [] clears)",
     "crash": " or ".join(f'"{m}"' for m in CRASH_MODES),
     "clear": "true",
 }
@@ -70,6 +76,7 @@ class FailpointRequest:
     fsync_delay_ms: float | None = None
     fsync_stall: bool | None = None
     apply_delay_ms: float | None = None
+    raft_cut_groups: tuple[int, ...] | None = None
     crash: str | None = None
 
 
@@ -91,8 +98,14 @@ def parse_request(body: Any) -> FailpointRequest:
         raise _bad("crash", crash)
     if "clear" in body and body["clear"] is not True:
         raise _bad("clear", body["clear"])
+    cut = body.get("raft_cut_groups")
+    if "raft_cut_groups" in body and not (
+            isinstance(cut, list) and all(isinstance(g, int) and not isinstance(g, bool)
+                                          and g >= 0 for g in cut)):
+        raise _bad("raft_cut_groups", cut)
     return FailpointRequest(clear="clear" in body, fsync_delay_ms=delay,
-                            fsync_stall=stall, apply_delay_ms=apply_delay, crash=crash)
+                            fsync_stall=stall, apply_delay_ms=apply_delay,
+                            raft_cut_groups=None if cut is None else tuple(cut), crash=crash)
 
 
 def _milliseconds(body: dict[str, Any], key: str) -> float | None:
@@ -125,6 +138,8 @@ class Failpoints:
 
     fsync_delay_ms: float = 0.0
     apply_delay_ms: float = 0.0
+    #: Raft groups whose messages this node drops, both ways
+    raft_cut_groups: frozenset[int] = frozenset()
     #: set while fsyncs may proceed; cleared by a stall
     _go: threading.Event = field(default_factory=_running, init=False, repr=False)
     _waiting: int = field(default=0, init=False)
@@ -142,6 +157,7 @@ class Failpoints:
 
     def clear(self) -> None:
         self.fsync_delay_ms = self.apply_delay_ms = 0.0
+        self.raft_cut_groups = frozenset()
         self._go.set()
 
     def apply(self, req: FailpointRequest) -> None:
@@ -154,6 +170,8 @@ class Failpoints:
             self.set_stall(req.fsync_stall)
         if req.apply_delay_ms is not None:
             self.apply_delay_ms = req.apply_delay_ms
+        if req.raft_cut_groups is not None:
+            self.raft_cut_groups = frozenset(req.raft_cut_groups)
 
     def before_fsync(self) -> None:
         """Called right before every fsync: wait out a stall, then the delay."""
@@ -172,4 +190,5 @@ class Failpoints:
     def state(self) -> dict[str, Any]:
         """The settings, and how many fsyncs a stall holds right now."""
         return {"fsync_delay_ms": self.fsync_delay_ms, "fsync_stall": self.fsync_stall,
-                "stalled_fsyncs": self._waiting, "apply_delay_ms": self.apply_delay_ms}
+                "stalled_fsyncs": self._waiting, "apply_delay_ms": self.apply_delay_ms,
+                "raft_cut_groups": sorted(self.raft_cut_groups)}

@@ -32,7 +32,7 @@ import signal
 import sys
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn
+from typing import Any, Collection, NoReturn
 
 import aiohttp
 import msgpack
@@ -41,26 +41,28 @@ from aiohttp.typedefs import Handler
 
 from system import config as node_config
 from system.clock import Clock
-from system.apply import ApplyStage, Result
+from system.concurrency import all_or_first_error
 from system.config import NodeConfig
 from system.dynamo import errors
-from system.dynamo.commands import apply_command
+from system.dynamo.commands import result_error
+from system.dynamo.errors import DynamoError
 from system.dynamo.service import DynamoService
-from system.failpoints import FailpointError, parse_request
+from system.failpoints import FailpointError, Failpoints, parse_request
+from system.group import Group
 from system.hlc import HLC
 from system.mvcc import MVCCStore
-from system.raft.core import LEADER, NotLeader, RaftConfig, RaftNode, StorageState
-from system.raft.messages import Entry, HardState, Snapshot, message_from_wire
-from system.reads import ReadPath, lease_clock
-from system.storage import RaftStorage
+from system.raft.core import LEADER, NotLeader
+from system.raft.messages import Message, message_from_wire
+from system.reads import lease_clock
+from system.routing import DEFAULT_GROUP, Router
 from system.transport import Transport
 
 log = logging.getLogger("node")
 
 JSON_TYPE = "application/x-amz-json-1.0"
 FORWARDED = "X-Faultline-Forwarded"
-#: How long a write waits for its entry to be applied before answering 500.
-PROPOSE_TIMEOUT_S = 5.0
+#: the API port's route for group calls between nodes (:meth:`Node._call`)
+INTERNAL_PATH = "/internal/group"
 READ_TARGETS = frozenset({"GetItem", "Query", "Scan", "TransactGetItems", "BatchGetItem",
                           "DescribeTable", "ListTables"})
 
@@ -99,172 +101,175 @@ class Node:
         self.clock = Clock()
         self.lease_now = lease_clock(cfg, self.clock)
         self.hlc = HLC(self.clock)
-        self.storage = RaftStorage(data_dir, fsync=not cfg.has("ack-before-fsync"))
-        self.store = MVCCStore()
+        self.faults = Failpoints()
+        self.router = Router(cfg.shards)
+        node_ids = [node_id, *peers]
+        self.groups = [Group(g, node_id, node_ids, data_dir, cfg, self.clock, self.hlc,
+                             self.lease_now, self.faults, self._send, self._role_changed, seed)
+                       for g in range(cfg.shards.groups)]
         self.service = DynamoService(self)
         self._forwardable = frozenset(self.service.operations)
-        self._wake = asyncio.Event()
-        #: set (and replaced) whenever this node's role or leader changes
-        self._leader_changed = asyncio.Event()
+        #: per group, set (and replaced) whenever this node's role or that
+        #: group's leader changes
+        self._leader_changed = [asyncio.Event() for _ in self.groups]
         self._tasks: list[asyncio.Task[Any]] = []
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
-
-        hs, snap, entries = self.storage.load()
-        if snap is not None:
-            self.store.restore(snap.data)
-        r = cfg.raft
-        rc = RaftConfig(
-            id=node_id, peers=sorted([node_id, *peers]), tick_ms=r.tick_ms,
-            heartbeat_ticks=max(1, r.heartbeat_ms // r.tick_ms),
-            election_ticks=max(2, r.election_timeout_ms // r.tick_ms),
-            pre_vote=r.pre_vote, check_quorum=cfg.check_quorum,
-            max_append_entries=r.max_append_entries, snapshot_threshold=r.snapshot_threshold,
-            compaction_margin=r.compaction_margin,
-            noop_before_reads=not cfg.has("no-noop-read"),
-            lease_survives_transfer=cfg.has("lease-survives-transfer"),
-            commit_previous_term=cfg.has("commit-previous-term"), async_apply=True)
-        state = StorageState(
-            hard_state=HardState(hs.term, hs.vote, hs.commit),
-            entries=[Entry(e.index, e.term, e.data) for e in entries],
-            snapshot=Snapshot(snap.index, snap.term, snap.data) if snap else None)
-        self.raft = RaftNode(rc, state, rng=random.Random(seed), now=self.lease_now,
-                             on_lease_invalidated=self._lease_invalidated)
-        self.reads = ReadPath(cfg, self.raft, self.store, self.lease_now, self._wake.set)
-        self.applier = ApplyStage(self.raft, self._execute, self.store.restore, self._applied,
-                                  r.max_apply_batch, lambda: self.storage.faults.apply_delay_ms)
         self.transport = Transport(raft_addr, {p: a.raft for p, a in peers.items()},
                                    self._on_message)
-        log.info("node %s starting: term %d, %d log entries, snapshot at %s, bugs %s",
-                 node_id, hs.term, len(entries), snap.index if snap else 0,
+        log.info("node %s starting: %d group(s), bugs %s", node_id, len(self.groups),
                  ",".join(cfg.bugs) or "none")
 
-    def _lease_invalidated(self, generation: int, reason: str) -> None:
-        self.reads.invalidated(generation, reason)
+    @property
+    def group_count(self) -> int:
+        return len(self.groups)
 
-    # ------------------------------------------------------------ Raft driver
+    # ------------------------------------------------------------ Raft messages
+
+    def _send(self, gid: int, msg: Message) -> None:
+        if gid not in self.faults.raft_cut_groups:
+            self.transport.send(msg.dst, (gid, msg.to_wire()))
 
     def _on_message(self, obj: Any) -> None:
         try:
-            msg = message_from_wire(obj)
+            gid, wire = obj
+            group = self.groups[gid]
+            msg = message_from_wire(wire)
         except (TypeError, ValueError, IndexError, KeyError) as e:
             log.warning("dropping a malformed Raft message: %s", e)
             return
-        self.raft.step(msg)
-        self._wake.set()
+        if gid not in self.faults.raft_cut_groups:
+            group.step(msg)
 
     async def _ticker(self) -> None:
         period = self.cfg.raft.tick_ms / 1000.0
         while True:
             await self.clock.sleep(period)
-            self.raft.tick()
-            self._wake.set()
+            for g in self.groups:
+                g.tick()
 
     async def _flusher(self) -> None:
-        """With ``ack-before-fsync``: hand the buffered log to the OS now and then."""
+        """With ``ack-before-fsync``: hand the buffered logs to the OS now and then."""
         while True:
             await self.clock.sleep(1.0)
-            self.storage.flush()
+            for g in self.groups:
+                g.storage.flush()
 
-    async def _driver(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.raft.has_ready():
-                rd = self.raft.ready()
-                if rd.snapshot is not None:
-                    await loop.run_in_executor(None, self.storage.install_snapshot, rd.snapshot)
-                if rd.entries:
-                    self.storage.append(rd.entries)
-                if rd.hard_state is not None:
-                    self.storage.set_hard_state(rd.hard_state)
-                if rd.must_sync:
-                    await loop.run_in_executor(None, self.storage.sync)
-                for m in rd.messages:
-                    self.transport.send(m.dst, m.to_wire())
-                self.applier.submit(rd.snapshot, rd.committed_entries)
-                for rs in rd.read_states:
-                    self.reads.confirmed(rs.ctx, rs.index)
-                for ctx in rd.dropped_reads:
-                    self.reads.dropped(ctx)
-                if rd.soft_state is not None:
-                    self._role_changed(rd.soft_state.role, rd.soft_state.leader)
-                self.raft.advance(rd)
-            # The apply stage wakes the driver as it advances, so this runs
-            # between Readies: the store and ``applied`` agree here.
-            if self.raft.compaction_due():
-                await self._compact()
-
-    def _applied(self) -> None:
-        self.reads.applied_changed()
-        self._wake.set()
-
-    def _execute(self, e: Entry) -> Result:
-        rec = msgpack.unpackb(e.data, raw=False)
-        # Deterministic on every replica: the proposer's HLC time, made
-        # strictly increasing in log order.
-        ts = max(int(rec["ts"]), self.store.last_commit_ts + 1)
-        self.hlc.observe(ts)
-        try:
-            return apply_command(self.store, ts, rec["cmd"])
-        except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the node
-            log.exception("apply of entry %d failed", e.index)
-            return {"error": errors.internal_server_error(f"apply failed: {exc}").to_body()}
-
-    def _role_changed(self, role: str, leader: str | None) -> None:
-        # Pending proposals stay pending: their entries may still commit
-        # under the next leader, and are answered when applied or time out.
-        log.info("role %s, term %d, leader %s", role, self.raft.term, leader)
-        self.reads.role_changed(role)
-        self._leader_changed.set()
-        self._leader_changed = asyncio.Event()
-
-    async def _compact(self) -> None:
-        index = self.raft.applied
-        snap = self.raft.compact(index, self.store.snapshot())
-        await asyncio.get_running_loop().run_in_executor(
-            None, self._persist_snapshot, snap, max(0, index - self.raft.config.compaction_margin))
-        gc_ts = self.store.last_commit_ts - (60_000 << 16)  # keep a minute of versions
-        if gc_ts > 0:
-            self.store.gc(gc_ts)
-        log.info("snapshot at index %d, log compacted", index)
-
-    def _persist_snapshot(self, snap: Snapshot, upto: int) -> None:
-        """Save the snapshot and compact the log (in a worker thread: both fsync)."""
-        self.storage.save_snapshot(snap)
-        self.storage.compact(upto)
+    def _role_changed(self, gid: int) -> None:
+        self._leader_changed[gid].set()
+        self._leader_changed[gid] = asyncio.Event()
 
     # ------------------------------------------------------------ backend for the service
+
+    @property
+    def catalogue(self) -> MVCCStore:
+        """The default group's store: it holds the table catalogue."""
+        return self.groups[DEFAULT_GROUP].store
+
+    def store_of(self, group: int) -> MVCCStore:
+        return self.groups[group].store
+
+    def group_of(self, table: str, pk: bytes) -> int:
+        return self.router.group_of(table, pk)
 
     def has_bug(self, name: str) -> bool:
         return self.cfg.has(name)
 
-    def read_ts(self) -> int:
-        return self.reads.read_ts()
+    def read_ts(self, group: int) -> int:
+        return self.groups[group].reads.read_ts()
 
-    async def ensure_fresh(self, family: str) -> None:
-        await self.reads.ensure_fresh(family)
-
-    async def propose(self, command: dict[str, Any]) -> dict[str, Any]:
-        data = msgpack.packb({"ts": self.hlc.now(), "cmd": command}, use_bin_type=True)
+    async def ensure_fresh(self, family: str, groups: Collection[int]) -> None:
+        """The freshness check of every group a read touches, concurrently,
+        all under one check timeout; the first failure cancels the others."""
+        gids = sorted(set(groups))
+        if self.cfg.has("keyless-lease-default-group") and family in ("query", "scan"):
+            gids = [DEFAULT_GROUP]
+        if len(gids) == 1:  # one check, under its own timeouts (the read path's)
+            await self._fresh(family, gids[0])
+            return
+        if self.cfg.has("sequential-lease-checks") and family == "transact_get_items":
+            checks = self._one_by_one(family, gids)
+        else:
+            checks = all_or_first_error([self._fresh(family, g) for g in gids])
         try:
-            index = self.raft.propose(data)
-        except NotLeader as e:
-            raise errors.service_unavailable(f"not the leader ({e.reason}); "
-                                             f"leader hint {e.leader_hint}") from None
-        fut = self.applier.expect(index, self.raft.term)
-        self._wake.set()
-        try:
-            # Not shielded: a write that times out (or whose request goes
-            # away) cancels its future, and the apply stage then skips it
-            # instead of setting an answer nobody will read.
-            return await asyncio.wait_for(fut, PROPOSE_TIMEOUT_S)
+            await asyncio.wait_for(checks, self.cfg.lease.check_timeout_ms / 1000.0)
         except asyncio.TimeoutError:
             raise errors.internal_server_error(
-                f"write not applied within {PROPOSE_TIMEOUT_S:g} s") from None
-        except NotLeader as e:
-            raise errors.internal_server_error(f"write lost its leader: {e.reason}") from None
+                f"lease checks of groups {gids} timed out") from None
+
+    async def _one_by_one(self, family: str, gids: list[int]) -> None:
+        for g in gids:
+            await self._fresh(family, g)
+
+    async def _fresh(self, family: str, gid: int) -> None:
+        group = self.groups[gid]
+        if group.raft.role == LEADER or self.group_count == 1 or group.reads.unconfirmed(family):
+            await group.reads.ensure_fresh(family)
+            return
+        # A follower read: the group's leader confirms its commit index (by
+        # its lease or a ReadIndex round), and this replica applies up to it.
+        timeout = self.cfg.lease.check_timeout_ms / 1000.0
+        try:
+            answer = await asyncio.wait_for(
+                self._call(gid, {"op": "fresh", "group": gid, "family": family}), timeout)
+            await group.reads.wait_applied(int(answer["index"]), timeout)
+        except asyncio.TimeoutError:
+            raise errors.internal_server_error(
+                f"lease check of group {gid} failed: timed out") from None
+
+    async def propose(self, command: dict[str, Any], group: int = DEFAULT_GROUP) -> dict[str, Any]:
+        g = self.groups[group]
+        if g.raft.role == LEADER or self.group_count == 1:
+            return await g.propose(command)
+        return await self._call(group, {"op": "propose", "group": group, "command": command})
+
+    # ------------------------------------------------------------ group calls between nodes
+
+    async def _call(self, gid: int, body: dict[str, Any]) -> dict[str, Any]:
+        """Ask the leader of group ``gid`` (as this node knows it) to check
+        freshness or to propose: the internal route of the API port."""
+        leader = self.groups[gid].raft.lead
+        if leader is None or leader == self.id or leader not in self.peers:
+            raise errors.internal_server_error(f"group {gid} has no leader this node can reach")
+        host, port = self.peers[leader].api
+        session = self._session
+        assert session is not None
+        try:
+            async with session.post(f"http://{host}:{port}{INTERNAL_PATH}",
+                                    data=msgpack.packb(body, use_bin_type=True)) as resp:
+                answer = msgpack.unpackb(await resp.read(), raw=False)
+        except (aiohttp.ClientError, ValueError, msgpack.UnpackException) as e:
+            raise errors.internal_server_error(
+                f"call to {leader}, leader of group {gid}, failed: {e}") from None
+        if not isinstance(answer, dict):
+            raise errors.internal_server_error(f"malformed answer from {leader}")
+        err = result_error(answer)
+        if err is not None:
+            raise err
+        return answer
+
+    async def handle_internal(self, request: web.Request) -> web.Response:
+        """A group call from another node (see :meth:`_call`)."""
+        try:
+            body = msgpack.unpackb(await request.read(), raw=False)
+            gid = int(body["group"])
+            group = self.groups[gid]
+            if body["op"] == "fresh":
+                if group.raft.role != LEADER:
+                    raise errors.service_unavailable(f"{self.id} does not lead group {gid}")
+                await group.reads.ensure_fresh(str(body["family"]))
+                answer: dict[str, Any] = {"index": group.raft.commit}
+            elif body["op"] == "propose":
+                answer = await group.propose(body["command"])
+            else:
+                raise errors.validation(f"unknown group call {body['op']!r}")
+        except DynamoError as e:
+            answer = {"error": e.to_body(), "status": e.status}
+        except (KeyError, IndexError, TypeError, ValueError, msgpack.UnpackException) as e:
+            err = errors.validation(f"malformed group call: {e}")
+            answer = {"error": err.to_body(), "status": err.status}
+        return web.Response(body=msgpack.packb(answer, use_bin_type=True),
+                            content_type="application/x-msgpack")
 
     # ------------------------------------------------------------ HTTP: DynamoDB API
 
@@ -272,14 +277,19 @@ class Node:
         body = await request.read()
         target = request.headers.get("X-Amz-Target", "")
         op = target.rpartition(".")[2]
-        # Followers forward every request to the leader (as elastickv does),
-        # except reads under the stale-follower-reads bug, and reads at an
-        # ex-leader whose lease survived a transfer (lease-survives-transfer).
-        local_read = op in READ_TARGETS and (
-            self.cfg.has("stale-follower-reads")
-            or self.cfg.has("lease-survives-transfer") and self.reads.lease_holds())
-        if self.raft.role != LEADER and not local_read and op in self._forwardable:
-            return await self._forward(request, body)
+        # A request goes to the leader of the group it touches (as
+        # elastickv's followers forward to the leader); one touching several
+        # groups is served here, each group checked by its own leader.  Reads
+        # stay here under the stale-follower-reads bug, and at an ex-leader
+        # whose lease survived a transfer (lease-survives-transfer).
+        home = DEFAULT_GROUP if self.group_count == 1 else self.service.home_group(op, body)
+        if home is not None and op in self._forwardable:
+            group = self.groups[home]
+            local_read = op in READ_TARGETS and (
+                self.cfg.has("stale-follower-reads")
+                or self.cfg.has("lease-survives-transfer") and group.reads.lease_holds())
+            if group.raft.role != LEADER and not local_read:
+                return await self._forward(request, body, home)
         try:
             status, payload = await self.service.handle(target, body)
         except Exception:  # noqa: BLE001 - the service should never raise; never crash
@@ -288,8 +298,8 @@ class Node:
             status, payload = err.status, err.to_body()
         return _json_response(status, payload)
 
-    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        leader = self.raft.lead
+    async def _forward(self, request: web.Request, body: bytes, gid: int) -> web.StreamResponse:
+        leader = self.groups[gid].raft.lead
         if request.headers.get(FORWARDED) or leader is None or leader not in self.peers:
             err = errors.service_unavailable(
                 f"node {self.id} is not the leader and knows no leader to forward to")
@@ -313,7 +323,7 @@ class Node:
         # new term or leader, give up on the old one (the client may retry)
         # instead of holding the request until the client's timeout.
         forward = asyncio.ensure_future(call())
-        changed = asyncio.ensure_future(self._leader_changed.wait())
+        changed = asyncio.ensure_future(self._leader_changed[gid].wait())
         try:
             await asyncio.wait((forward, changed), return_when=asyncio.FIRST_COMPLETED)
             if forward.done():
@@ -331,18 +341,16 @@ class Node:
     # ------------------------------------------------------------ HTTP: admin
 
     def status(self) -> dict[str, Any]:
-        r = self.raft
+        """The node, with the default group's state at the top level (what
+        an unsharded node reports) and every group's under ``groups``."""
+        groups = [g.status() for g in self.groups]
+        top = {k: v for k, v in groups[DEFAULT_GROUP].items() if k != "group"}
         return {
-            "id": self.id, "pid": os.getpid(), "role": r.role, "term": r.term,
-            "leader": r.lead, "commit": r.commit, "applied": r.applied,
-            "last_log_index": r.log.last_index(),
-            "lease": self.reads.status(),
-            "last_quorum_read_ms": self.reads.last_quorum_read,
-            "transfer_target": r.transfer_target,
+            "id": self.id, "pid": os.getpid(), **top,
             "clock": self.clock.state(), "hlc": self.hlc.state(),
-            "failpoints": self.storage.faults.state(),
+            "failpoints": self.faults.state(),
             "bugs": list(self.cfg.bugs), "config": self.cfg.to_dict(),
-            "store": self.store.stats(), "storage": self.storage.status(),
+            "groups": groups,
             "transport": {p.id: {"connected": p.connected, "dropped": p.dropped}
                           for p in self.transport.peers.values()},
         }
@@ -369,26 +377,35 @@ class Node:
         return web.json_response(self.clock.state())
 
     async def admin_transfer(self, request: web.Request) -> web.Response:
+        """``{"to": node, "group": g}``, both optional: a random other node,
+        the default group."""
         try:
             body = await request.json() if request.can_read_body else {}
         except json.JSONDecodeError as e:
             return web.json_response({"error": str(e)}, status=400)
-        to = body.get("to") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        gid = body.get("group", DEFAULT_GROUP)
+        if isinstance(gid, bool) or not isinstance(gid, int) or not 0 <= gid < self.group_count:
+            return web.json_response(
+                {"error": f"group: {gid!r} is not a group of this node (0..{self.group_count - 1})"},
+                status=400)
+        group = self.groups[gid]
+        to = body.get("to")
         if to is None:
-            others = [p for p in self.raft.peers if p != self.id]
+            others = [p for p in group.raft.peers if p != self.id]
             to = random.choice(others) if others else None
         try:
-            self.raft.transfer_leadership(to)
+            group.raft.transfer_leadership(to)
         except NotLeader as e:
             return web.json_response({"error": str(e), "leader": e.leader_hint}, status=409)
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
-        self._wake.set()
-        log.info("leadership transfer to %s requested", to)
-        return web.json_response({"transfer_to": to})
+        group.wake.set()
+        log.info("group %d: leadership transfer to %s requested", gid, to)
+        return web.json_response({"transfer_to": to, "group": gid})
 
     async def admin_failpoints(self, request: web.Request) -> web.Response:
-        return web.json_response(self.storage.faults.state())
+        return web.json_response(self.faults.state())
 
     async def admin_set_failpoint(self, request: web.Request) -> web.Response:
         try:
@@ -397,7 +414,7 @@ class Node:
             return web.json_response({"error": f"the body is not JSON: {e}"}, status=400)
         except FailpointError as e:
             return web.json_response(e.to_body(), status=400)
-        faults = self.storage.faults
+        faults = self.faults
         faults.apply(req)
         log.info("failpoints: %s", faults.state())
         if req.crash is not None:
@@ -409,8 +426,9 @@ class Node:
         exit at once, the request unanswered.  No ``await`` between the two:
         the driver must not acknowledge anything after the loss (a sync
         finishing meanwhile would fsync records past the cut)."""
-        loss = self.storage.lose_unsynced()
-        log.warning("failpoint crash lose-unsynced: %s; exiting with status 137", asdict(loss))
+        losses = [asdict(g.storage.lose_unsynced()) for g in self.groups]
+        log.warning("failpoint crash lose-unsynced: %s; exiting with status 137",
+                    losses[0] if len(losses) == 1 else losses)
         os._exit(137)
 
     # ------------------------------------------------------------ lifecycle
@@ -422,6 +440,7 @@ class Node:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         api = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[_client_gone])
         api.router.add_post("/", self.handle_api)
+        api.router.add_post(INTERNAL_PATH, self.handle_internal)
         admin = web.Application(middlewares=[_client_gone])
         admin.router.add_get("/status", self.admin_status)
         admin.router.add_post("/clock", self.admin_clock)
@@ -433,22 +452,25 @@ class Node:
             await runner.setup()
             await web.TCPSite(runner, host, port, reuse_address=True).start()
             self._runners.append(runner)
-        self._tasks += [asyncio.create_task(t) for t in
-                        (self._ticker(), self._driver(), self.applier.run())]
-        self._wake.set()
+        for g in self.groups:
+            g.start()
+        self._tasks.append(asyncio.create_task(self._ticker()))
         log.info("serving: api %s:%d, admin %s:%d, raft %s:%d", *self.api_addr,
                  *self.admin_addr, *self.raft_addr)
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        for g in self.groups:
+            g.stop()
         for runner in self._runners:
             await runner.cleanup()
         if self._session:
             await self._session.close()
         await self.transport.close()
-        self.storage.faults.clear()  # a stalled fsync must not hold up the shutdown
-        self.storage.close()
+        self.faults.clear()  # a stalled fsync must not hold up the shutdown
+        for g in self.groups:
+            g.storage.close()
 
 
 @web.middleware

@@ -99,6 +99,14 @@ class ReadPath:
     def read_ts(self) -> int:
         return self.store.last_commit_ts
 
+    def unconfirmed(self, family: str) -> bool:
+        """Would this node serve ``family`` without asking a quorum -- its
+        path is ``local``, it reads as a follower under
+        ``stale-follower-reads``, or a lease it kept past a transfer holds?"""
+        path = self.path(family)
+        return (path == "local" or self.cfg.has("stale-follower-reads")
+                or path == "lease" and self.cfg.lease_duration_ms > 0 and self.lease_holds())
+
     async def ensure_fresh(self, family: str) -> None:
         """The freshness check before a read takes its timestamp."""
         path = self.path(family)
@@ -117,8 +125,7 @@ class ReadPath:
         timeout = self.cfg.lease.check_timeout_ms / 1000.0
         try:
             index = await asyncio.wait_for(self._read_index(), timeout)
-            if not self.cfg.has("read-index-no-apply-wait"):
-                await asyncio.wait_for(self._wait_applied(index), timeout)
+            await self.wait_applied(index, timeout)
         except (asyncio.TimeoutError, NotLeader) as e:
             self.stats.count(family, "read_index_failures")
             raise errors.internal_server_error(
@@ -221,9 +228,12 @@ class ReadPath:
         finally:
             self._reads.pop(ctx, None)
 
-    async def _wait_applied(self, index: int) -> None:
-        if self.raft.applied >= index:
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Until the state machine has applied ``index`` (a read index), or
+        at once under ``read-index-no-apply-wait``; TimeoutError after
+        ``timeout`` seconds."""
+        if self.raft.applied >= index or self.cfg.has("read-index-no-apply-wait"):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._apply_waiters.append((index, fut))
-        await fut
+        await asyncio.wait_for(fut, timeout)

@@ -28,10 +28,12 @@ FAST = {"raft": {"tick_ms": 10, "heartbeat_ms": 50, "election_timeout_ms": 600,
                  "snapshot_threshold": 300, "compaction_margin": 50}}
 
 
-def module_cluster(tmp_path_factory, seed: int):
-    """A started 3-node local cluster with FAST timings; stopped by the caller."""
+def module_cluster(tmp_path_factory, seed: int, groups: int = 1):
+    """A started 3-node local cluster with FAST timings (and ``groups`` Raft
+    groups); stopped by the caller."""
     from harness.cluster import LocalCluster
 
-    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, FAST)
+    config = FAST if groups == 1 else {**FAST, "shards": {"groups": groups}}
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, config)
     c.start(seed=seed)
     return c

@@ -21,7 +21,7 @@ from typing import AsyncIterator
 
 import pytest
 
-from system import node as node_module
+from system import group as group_module
 from system.config import NodeConfig
 from system.dynamo.errors import DynamoError
 from system.node import Node, PeerAddr
@@ -126,11 +126,11 @@ async def running_node(tmp_path: Path) -> AsyncIterator[Node]:
 
 def test_a_write_that_timed_out_and_was_overwritten_leaves_no_unread_error(
         tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(node_module, "PROPOSE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(group_module, "PROPOSE_TIMEOUT_S", 0.2)
 
     async def scenario() -> None:
         async with running_node(tmp_path) as node:
-            r = node.raft
+            r = node.groups[0].raft
             r.campaign()           # n2's votes make n1 leader of term 1
             r.step(VoteResponse(r.term + 1, "n2", "n1", granted=True, pre=True))
             r.step(VoteResponse(r.term, "n2", "n1", granted=True))

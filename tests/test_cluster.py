@@ -42,11 +42,28 @@ def retry(fn, timeout: float = 15.0):
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = module_cluster(tmp_path_factory, seed=7)
+@pytest.fixture(scope="module", params=[1, 4], ids=["1-group", "4-groups"])
+def cluster(request, tmp_path_factory):
+    """The module's cluster: unsharded, then with 4 Raft groups (the same
+    tests; where one needs a group's leader, it asks for its key's group)."""
+    c = module_cluster(tmp_path_factory, seed=7, groups=request.param)
     yield c
     c.stop()
+
+
+def groups_of(cluster) -> int:
+    return cluster.config.get("shards", {}).get("groups", 1)
+
+
+def group_of(cluster, pk: str) -> int:
+    from harness.workloads import group_router
+    return group_router("items", groups_of(cluster))(pk)
+
+
+def group_leader(cluster, group: int) -> str:
+    from harness.admin import leader_and_term
+    found = retry(lambda: leader_and_term(cluster.nodes, group=group) or 1 / 0)
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +104,18 @@ def test_conditions_updates_and_transactions(cluster, table):
                          ExpressionAttributeValues={":one": {"N": "1"}, ":cur": {"N": "1"}},
                          ReturnValues="ALL_NEW")
     assert out["Attributes"]["n"] == {"N": "2"}
+    # "t": a partition in the group of "c" (a transaction keeps to one group)
+    t = next(f"t{i}" for i in range(100) if group_of(cluster, f"t{i}") == group_of(cluster, "c"))
     with pytest.raises(ClientError) as e:
         db.transact_write_items(TransactItems=[
-            {"Put": {"TableName": table, "Item": {"pk": {"S": "t"}, "sk": {"N": "1"}}}},
+            {"Put": {"TableName": table, "Item": {"pk": {"S": t}, "sk": {"N": "1"}}}},
             {"ConditionCheck": {"TableName": table, "Key": key,
                                 "ConditionExpression": "n = :x",
                                 "ExpressionAttributeValues": {":x": {"N": "5"}}}}])
     err = e.value.response
     assert err["Error"]["Code"] == "TransactionCanceledException"
     assert [r["Code"] for r in err["CancellationReasons"]] == ["None", "ConditionalCheckFailed"]
-    assert "Item" not in db.get_item(TableName=table, Key={"pk": {"S": "t"}, "sk": {"N": "1"}},
+    assert "Item" not in db.get_item(TableName=table, Key={"pk": {"S": t}, "sk": {"N": "1"}},
                                      ConsistentRead=True)
     got = db.transact_get_items(TransactItems=[{"Get": {"TableName": table, "Key": key}}])
     assert got["Responses"][0]["Item"]["n"] == {"N": "2"}
@@ -175,7 +194,11 @@ def test_leader_kill_reelection_no_acknowledged_write_lost(cluster, table):
 
 
 def test_lagging_node_catches_up_by_snapshot(cluster, table):
-    leader_id = cluster.wait_for_leader()
+    from harness.admin import group_status
+
+    g = group_of(cluster, "snap")
+    assert g == group_of(cluster, "bulk")
+    leader_id = group_leader(cluster, g)
     lagger = next(n for n in cluster.nodes if n.id != leader_id)
     os.kill(lagger.pid, signal.SIGSTOP)
     try:
@@ -188,11 +211,11 @@ def test_lagging_node_catches_up_by_snapshot(cluster, table):
             db.put_item(TableName=table, Item={"pk": {"S": "snap"}, "sk": {"N": str(i)}})
     finally:
         os.kill(lagger.pid, signal.SIGCONT)
-    leader_st = admin_get(cluster.node(leader_id))
+    leader_st = group_status(admin_get(cluster.node(leader_id)), g)
     assert leader_st["storage"]["first_index"] > 1, leader_st["storage"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        st = admin_get(lagger)
+        st = group_status(admin_get(lagger), g)
         if st["applied"] >= leader_st["commit"]:
             break
         time.sleep(0.2)

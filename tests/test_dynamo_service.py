@@ -16,7 +16,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import msgpack
 import pytest
@@ -26,7 +26,9 @@ from system.dynamo import commands as C
 from system.dynamo.commands import TOKEN_TABLE, apply_command
 from system.dynamo.errors import DynamoError, internal_server_error
 from system.dynamo.service import DynamoService
+from system.config import Shards
 from system.mvcc import MVCCStore
+from system.routing import Router
 
 REPO = Path(__file__).resolve().parents[1]
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -38,10 +40,11 @@ T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 class LocalBackend:
-    """A one-node 'cluster': the state machine applied in-process."""
+    """An in-process 'cluster': each group's state machine applied here."""
 
-    def __init__(self, bugs: tuple[str, ...] = ()) -> None:
-        self.store = MVCCStore()
+    def __init__(self, bugs: tuple[str, ...] = (), groups: int = 1) -> None:
+        self.stores = [MVCCStore() for _ in range(groups)]
+        self.router = Router(Shards(groups=groups))
         self.bugs = set(bugs)
         self.events: list[tuple[Any, ...]] = []
         self.commands: list[tuple[int, dict[str, Any]]] = []
@@ -49,8 +52,25 @@ class LocalBackend:
         self.fresh_error: BaseException | None = None
         self.during_fresh: Any = None     # async callable run inside ensure_fresh
 
-    async def ensure_fresh(self, family: str) -> None:
-        self.events.append(("ensure_fresh", family))
+    @property
+    def store(self) -> MVCCStore:
+        return self.stores[0]
+
+    catalogue = store
+
+    @property
+    def group_count(self) -> int:
+        return len(self.stores)
+
+    def group_of(self, table: str, pk: bytes) -> int:
+        return self.router.group_of(table, pk)
+
+    def store_of(self, group: int) -> MVCCStore:
+        return self.stores[group]
+
+    async def ensure_fresh(self, family: str, groups: Collection[int]) -> None:
+        self.events.append(("ensure_fresh", family) if self.group_count == 1
+                           else ("ensure_fresh", family, tuple(groups)))
         await asyncio.sleep(0)
         if self.during_fresh is not None:
             hook, self.during_fresh = self.during_fresh, None
@@ -58,9 +78,9 @@ class LocalBackend:
         if self.fresh_error is not None:
             raise self.fresh_error
 
-    def read_ts(self) -> int:
+    def read_ts(self, group: int) -> int:
         self.events.append(("read_ts",))
-        return self.store.last_commit_ts
+        return self.stores[group].last_commit_ts
 
     def has_bug(self, name: str) -> bool:
         return name in self.bugs
@@ -69,13 +89,14 @@ class LocalBackend:
         self.ms += 1
         return hlc.pack(self.ms, 0)
 
-    async def propose(self, command: dict[str, Any]) -> dict[str, Any]:
-        self.events.append(("propose", command["op"]))
+    async def propose(self, command: dict[str, Any], group: int = 0) -> dict[str, Any]:
+        self.events.append(("propose", command["op"]) if self.group_count == 1
+                           else ("propose", command["op"], group))
         wire = msgpack.packb(command, use_bin_type=True)
         replicated = msgpack.unpackb(wire, raw=False)
         ts = self.next_ts()
         self.commands.append((ts, replicated))
-        result = apply_command(self.store, ts, replicated)
+        result = apply_command(self.stores[group], ts, replicated)
         msgpack.packb(result, use_bin_type=True)  # results are msgpack-able too
         return result
 
@@ -86,8 +107,8 @@ _LOOP = asyncio.new_event_loop()
 class Client:
     """Synchronous calls into a DynamoService over its own backend."""
 
-    def __init__(self, bugs: tuple[str, ...] = ()) -> None:
-        self.backend = LocalBackend(bugs)
+    def __init__(self, bugs: tuple[str, ...] = (), groups: int = 1) -> None:
+        self.backend = LocalBackend(bugs, groups)
         self.service = DynamoService(self.backend)
 
     def raw(self, target: Any, body: Any) -> tuple[int, dict[str, Any]]:
@@ -872,12 +893,12 @@ def test_write_errors_from_propose():
     cl = Client()
     cl.table("tab")
 
-    async def not_leader(command):
+    async def not_leader(command, group=0):
         raise DynamoError("ServiceUnavailable", "not the leader", 503)
     cl.backend.propose = not_leader  # type: ignore[method-assign]
     cl.err("PutItem", "ServiceUnavailable", status=503, TableName="tab", Item=k("a", "1"))
 
-    async def broken(command):
+    async def broken(command, group=0):
         raise RuntimeError("boom")
     cl.backend.propose = broken  # type: ignore[method-assign]
     cl.err("PutItem", "InternalServerError", status=500, TableName="tab", Item=k("a", "1"))
@@ -1318,3 +1339,89 @@ def test_boto3_resource_with_condition_builders(boto):
     assert table.get_item(Key={"pk": "set", "sk": "item-000"})["Item"]["n"] == Decimal("0.5")
     r = table.scan(FilterExpression=Attr("n").lt(3) & Attr("tags").contains("a"), ProjectionExpression="sk")
     assert sorted(i["sk"] for i in r["Items"]) == ["item-000", "item-001", "item-002"]
+
+
+# -- several Raft groups -------------------------------------------------------------
+
+
+def _route(c: Client, op: str, **req: Any) -> int | None:
+    return c.service.home_group(op, json.dumps(req).encode())
+
+
+def test_items_of_a_sharded_store_live_in_their_groups_and_read_back_whole():
+    """Four groups: each partition's items land in the store of the group
+    the router names, every read touches exactly the groups it needs, and
+    the answers are those of one group holding everything."""
+    c, one = Client(groups=4), Client()
+    for cl in (c, one):
+        cl.table()
+        for p in range(24):
+            for q in range(2):
+                cl.put("tab", {**k(f"p{p:02}", str(q)), "v": N(p * 10 + q)})
+    by_group = [{pk for pk, _, _ in st.scan_table("tab", st.last_commit_ts)}
+                if st.has_table("tab") else set() for st in c.backend.stores]
+    assert all(by_group), "24 partitions over 4 groups leave none empty"
+    for g, pks in enumerate(by_group):
+        assert all(c.backend.group_of("tab", pk) == g for pk in pks)
+    assert sum(map(len, by_group)) == 24
+    scan = {"TableName": "tab"}
+    assert c.ok("Scan", **scan) == one.ok("Scan", **scan)          # merged in key order
+    c.backend.events.clear()
+    assert c.get("tab", k("p07", "1"))["v"] == N(71)
+    g7 = c.backend.group_of("tab", b"p07")
+    assert c.backend.events[0] == ("ensure_fresh", "get_item", (g7,))
+    q = {"TableName": "tab", "KeyConditionExpression": "pk = :p",
+         "ExpressionAttributeValues": {":p": S("p07")}}
+    assert c.ok("Query", **q) == one.ok("Query", **q)
+    assert _route(c, "Query", **q) == g7 == _route(c, "GetItem", TableName="tab", Key=k("p07", "1"))
+    keys = [k(f"p{p:02}", "0") for p in range(0, 24, 3)]
+    tg = {"TransactItems": [{"Get": {"TableName": "tab", "Key": key}} for key in keys]}
+    c.backend.events.clear()
+    assert c.ok("TransactGetItems", **tg) == one.ok("TransactGetItems", **tg)
+    wanted = {c.backend.group_of("tab", key["pk"]["S"].encode()) for key in keys}
+    # one check per group touched, then each group's read timestamp
+    assert c.backend.events == [("ensure_fresh", "transact_get_items", tuple(sorted(wanted))),
+                                *[("read_ts",)] * len(wanted)] and len(wanted) > 1
+    assert _route(c, "TransactGetItems", **tg) is None             # several groups: served here
+    assert _route(c, "Scan", **scan) is None
+    assert _route(c, "DescribeTable", TableName="tab") == 0
+    assert c.ok("DescribeTable", TableName="tab")["Table"]["ItemCount"] == 48
+
+
+def test_a_batch_over_groups_is_one_command_per_group_and_a_transaction_keeps_to_one():
+    c = Client(groups=4)
+    c.table()
+    items = [{**k(f"b{i}", "0"), "v": N(i)} for i in range(12)]
+    c.backend.events.clear()
+    c.ok("BatchWriteItem", RequestItems={"tab": [{"PutRequest": {"Item": it}} for it in items]})
+    groups = {c.backend.group_of("tab", f"b{i}".encode()) for i in range(12)}
+    assert sorted(e[2] for e in c.backend.events) == sorted(groups) and len(groups) > 1
+    assert all(c.get("tab", k(f"b{i}", "0"))["v"] == N(i) for i in range(12))
+    # one group: a transaction as ever; two groups: refused, naming them
+    same = [i for i in range(12) if c.backend.group_of("tab", f"b{i}".encode())
+            == c.backend.group_of("tab", b"b0")]
+    other = next(i for i in range(12) if i not in same)
+    upd = lambda i: {"Update": {"TableName": "tab", "Key": k(f"b{i}", "0"),  # noqa: E731
+                                "UpdateExpression": "SET v = :x",
+                                "ExpressionAttributeValues": {":x": N(-1)}}}
+    c.ok("TransactWriteItems", TransactItems=[upd(i) for i in same])
+    assert all(c.get("tab", k(f"b{i}", "0"))["v"] == N(-1) for i in same)
+    msg = c.err("TransactWriteItems", TransactItems=[upd(same[0]), upd(other)])
+    assert "several Raft groups" in msg
+    assert c.get("tab", k(f"b{other}", "0"))["v"] == N(other)
+
+
+def test_a_table_made_again_starts_empty_in_every_group():
+    """A group keeps the items of a deleted table until it sees a write to
+    the new table of that name; reads never show them."""
+    c = Client(groups=3)
+    c.table()
+    for i in range(9):
+        c.put("tab", {**k(f"d{i}", "0"), "v": N(i)})
+    c.ok("DeleteTable", TableName="tab")
+    c.table()
+    assert c.ok("Scan", TableName="tab")["Items"] == []
+    assert c.get("tab", k("d4", "0")) is None
+    c.put("tab", {**k("d4", "0"), "v": N(99)})
+    assert c.ok("Scan", TableName="tab")["Items"] == [{**k("d4", "0"), "v": N(99)}]
+    assert c.ok("DescribeTable", TableName="tab")["Table"]["ItemCount"] == 1

@@ -71,10 +71,12 @@ def test_a_bad_request_names_its_key_and_the_allowed_values(body, key):
         parse_request(body)
     answer = e.value.to_body()
     assert answer["key"] == key and key in answer["error"]
-    if key in ("fsync_delay_ms", "fsync_stall", "apply_delay_ms", "crash", "clear"):
+    if key in ("fsync_delay_ms", "fsync_stall", "apply_delay_ms", "raft_cut_groups", "crash",
+               "clear"):
         assert answer["allowed"] in answer["error"]
     else:  # an unknown key: the answer lists the known ones
-        assert "fsync_delay_ms, fsync_stall, apply_delay_ms, crash, clear" in answer["error"]
+        assert ("fsync_delay_ms, fsync_stall, apply_delay_ms, raft_cut_groups, crash, clear"
+                in answer["error"])
 
 
 @pytest.mark.parametrize("body", [{}, [], "clear", None])
@@ -116,7 +118,7 @@ def test_a_stall_blocks_sync_until_it_is_lifted(tmp_path, release):
     syncer.join(5)
     assert not syncer.is_alive()
     assert s.faults.state() == {"fsync_delay_ms": 0, "fsync_stall": False, "stalled_fsyncs": 0,
-                                "apply_delay_ms": 0}
+                                "apply_delay_ms": 0, "raft_cut_groups": []}
     assert s.status()["durable_wal_bytes"] == s.status()["wal_bytes"]
     s.close()
     assert reload(tmp_path)[2] == ents(1, 3)
@@ -251,7 +253,8 @@ def test_the_admin_route_slows_stalls_and_crashes_a_node(tmp_path):
         db = _db(node)
         _create(db)
         assert admin_get(node, "/failpoint") == {"fsync_delay_ms": 0, "fsync_stall": False,
-                                                 "stalled_fsyncs": 0, "apply_delay_ms": 0}
+                                                 "stalled_fsyncs": 0, "apply_delay_ms": 0,
+                                                 "raft_cut_groups": []}
         status, body = _post(node, {"fsync_stall": "yes"})
         assert status == 400 and body["key"] == "fsync_stall" and body["allowed"] == "true or false"
 

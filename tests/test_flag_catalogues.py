@@ -61,10 +61,12 @@ def test_the_stores_defaults_as_the_harness_knows_them():
 
 def test_the_node_config_a_spec_writes_is_one_the_store_accepts():
     t = spec.TestSpec(read_path="read_index", lease_ms=900, lease_clock="wall",
-                      lease_anchor="received", drift_bound=0.1, bugs=list(spec.BUG_FLAGS))
+                      lease_anchor="received", drift_bound=0.1, bugs=list(spec.BUG_FLAGS),
+                      groups=4)
     cfg = config.from_dict(t.node_config())
     assert cfg.reads.scan == "read_index" and cfg.lease.anchor == "received"
-    assert cfg.bugs == spec.BUG_FLAGS
+    assert cfg.bugs == spec.BUG_FLAGS and cfg.shards.groups == 4
+    assert t.workload_options == {"partitions": 8, "groups": 4}   # the set spreads over them
 
 
 def test_the_run_flags_offer_the_stores_choices():

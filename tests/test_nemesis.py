@@ -13,18 +13,23 @@ import time
 import pytest
 
 from harness.spec import SpecError, TestSpec
-from nemesis.faults import FAULTS, NEEDS_NODES
+from nemesis.faults import FAULTS, GROUP_FAULTS, NEEDS_NODES
 from nemesis.nemesis import Nemesis, describe
 
 
 class RecordingBackend:
-    def __init__(self, n: int = 5) -> None:
+    def __init__(self, n: int = 5, raft_groups: int = 4) -> None:
         self.node_ids = [f"n{i + 1}" for i in range(n)]
+        self.raft_groups = raft_groups
         self.calls: list[tuple] = []
         self.current_leader: str | None = "n3"
         self.term = 7
+        #: group g > 0 led by these nodes (group 1 by the default group's leader)
+        self.group_leaders = {1: "n3", 2: "n1", 3: "n5"}
 
-    def leader_term(self):
+    def leader_term(self, group=0):
+        if group:
+            return (self.group_leaders[group], 2) if group in self.group_leaders else None
         return None if self.current_leader is None else (self.current_leader, self.term)
 
     def partition(self, groups):
@@ -51,7 +56,11 @@ class RecordingBackend:
     def resume(self, node):
         self.calls.append(("resume", node))
 
-    def transfer_leadership(self, leader, to=None):
+    def transfer_leadership(self, leader, to=None, group=0):
+        if group:
+            self.calls.append(("transfer", leader, to, group))
+            self.group_leaders[group] = to
+            return to
         self.calls.append(("transfer", leader, to))
         self.current_leader, self.term = to, self.term + 1
         return to
@@ -88,7 +97,9 @@ def test_every_fault_starts_and_undoes(name):
               "disk-slow": [("failpoint", n, {"fsync_delay_ms": 0}) for n in nodes],
               "disk-stall": [("failpoint", n, {"fsync_stall": False}) for n in nodes],
               "apply-slow": [("failpoint", n, {"apply_delay_ms": 0}) for n in nodes],
-              "delay": [("delay", 0)], "loss": [("loss", 0)], "leader": []}
+              "partition-group-leader": [("failpoint", n, {"raft_cut_groups": []})
+                                         for n in nodes],
+              "delay": [("delay", 0)], "loss": [("loss", 0)], "leader": [], "transfer": []}
     assert b.calls[before:] == undone.get(name, undone.get(name.split("-")[0]))
 
 
@@ -131,6 +142,44 @@ def test_the_new_faults_say_whom_they_hit(name, pattern):
     assert re.fullmatch(pattern, line), line
     if "nodes" in act.targets and name != "kill-all":
         assert "n3" in line.split(" (")[0]  # the leader is among the majority
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("partition-group-leader",
+     r"cut n([15]) off from group ([23])'s other replicas \(leader of group \2, term 2\)"),
+    ("kill-group-leader", r"kill n[15] \(leader of group [23], term 2\)"),
+    ("transfer-group-leader",
+     r"move group [23]'s leadership from n[15] to n\d \(leader of group [23], term 2\)"),
+])
+def test_a_group_fault_hits_a_group_leader_that_does_not_lead_the_default_group(name, pattern):
+    b = RecordingBackend()
+    for seed in range(20):
+        act = FAULTS[name](b, random.Random(seed))
+        t = act.targets
+        # group 1 is led by n3, the default group's leader too: never chosen
+        assert t["raft_group"] in (2, 3) and t["node"] == t["leader"] != "n3", t
+        assert t["leaders"] == {"0": "n3", "1": "n3", "2": "n1", "3": "n5"}
+        assert re.fullmatch(pattern, describe(name, t)), describe(name, t)
+        if name == "partition-group-leader":
+            assert t["raft_cut_groups"] == [t["raft_group"]]
+            assert b.calls[-1] == ("failpoint", t["node"], {"raft_cut_groups": [t["raft_group"]]})
+        if name == "transfer-group-leader":
+            assert b.calls[-1] == ("transfer", t["node"], t["to"], t["raft_group"])
+            assert t["to"] != t["node"]
+            b.group_leaders = {1: "n3", 2: "n1", 3: "n5"}
+        act.undo()
+
+
+def test_a_group_fault_picks_a_group_at_random_when_every_leader_leads_the_default_one_too():
+    b = RecordingBackend()
+    b.group_leaders = {1: "n3", 2: "n3", 3: "n3"}
+    t = FAULTS["partition-group-leader"](b, random.Random(1)).targets
+    assert t["node"] == "n3" and t["raft_group"] in (1, 2, 3)   # the only leaders there are
+    b.group_leaders = {}
+    t = FAULTS["kill-group-leader"](b, random.Random(1)).targets
+    assert t["leader"] is None and t["raft_group"] in (1, 2, 3)
+    assert describe("kill-group-leader", t).endswith("(group %d, no leader: picked at random)"
+                                                     % t["raft_group"])
 
 
 @pytest.mark.parametrize("name", ["partition-leader", "kill-leader", "pause-leader",
@@ -264,14 +313,21 @@ def test_two_configurations_never_share_a_name():
 @pytest.mark.parametrize("name", sorted(FAULTS))
 def test_every_fault_runs_on_the_fewest_nodes_it_allows(name):
     need, why = NEEDS_NODES.get(name, (1, ""))
-    TestSpec(nodes=need, nemesis=[name])
+    groups = 4 if name in GROUP_FAULTS else 1
+    TestSpec(nodes=need, nemesis=[name], groups=groups)
     b = RecordingBackend(need)
     b.current_leader = "n1"
+    b.group_leaders = {g: f"n{1 + g % need}" for g in (1, 2, 3)}
     FAULTS[name](b, random.Random(1)).undo()
     if need > 1:
         with pytest.raises(SpecError, match=f"--nodes: --nemesis {name} needs at least "
                                             f"{need} nodes .*got {need - 1}"):
-            TestSpec(nodes=need - 1, nemesis=[name])
+            TestSpec(nodes=need - 1, nemesis=[name], groups=groups)
+    if name in GROUP_FAULTS:
+        with pytest.raises(SpecError, match=f"--groups: --nemesis {name} aims at the leader "
+                                            "of a non-default Raft group, so it needs 2 or "
+                                            "more, got 1"):
+            TestSpec(nodes=need, nemesis=[name])
 
 
 def test_faults_that_take_some_nodes_out_need_three_nodes():

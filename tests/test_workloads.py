@@ -443,3 +443,38 @@ def test_bank_check_uses_the_workloads_total_and_accounts():
     assert (valid.verdict, valid.anomalies) == (VALID, [])
     bounded = bank.check(h.operations(), t0=0, path=h.path, max_staleness_ms=10_000)
     assert bounded.verdict == INVALID  # a bound changes nothing of the bank's invariants
+
+
+def test_the_set_spreads_its_partitions_over_the_groups_and_reports_each():
+    from collections import Counter
+    from types import SimpleNamespace
+
+    w = SetWorkload(partitions=8, groups=4)
+    route = w._router()
+    assert Counter(route(p) for p in w._names) == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert len(set(w._names)) == 8 and w.partition_of(9) == w._names[1]
+    res = SimpleNamespace(stale_elements=[1, 9, 2], lost=[3])
+    by = w.by_group(res)
+    g1, g2, g3 = (str(route(w.partition_of(e))) for e in (1, 2, 3))
+    assert by[g1]["stale_elements"] == 2 + (g2 == g1)
+    assert by[g3]["lost"] == 1
+    assert sum(c["stale_elements"] for c in by.values()) == 3
+    assert SetWorkload()._names == ["s"]          # unsharded: the one partition, as ever
+
+
+def test_register_check_counts_the_keys_of_each_group():
+    from harness.workloads import group_router
+
+    route = group_router("faultline_register", 4)
+    k_a = "k0"
+    k_b = next(f"k{i}" for i in range(1, 50) if route(f"k{i}") != route(k_a))
+    h = history_of((10, 20, 0, "put", k_a, 1000000001, 1000000001, "n1"),
+                   (30, 40, 1, "get", k_a, None, None, "n3"),          # stale: k_a invalid
+                   (50, 60, 2, "put", k_b, 1000000002, 1000000002, "n2"),
+                   (70, 80, 2, "get", k_b, None, 1000000002, "n2"))
+    out = checked(RegisterWorkload(groups=4), h)
+    by = out.results["by_group"]
+    assert by[str(route(k_a))] == {"keys": 1, "invalid_keys": 1}
+    assert by[str(route(k_b))] == {"keys": 1, "invalid_keys": 0}
+    assert out.summary[-1].startswith("  by Raft group: group 0: ")
+    assert "by_group" not in checked(RegisterWorkload(), h).results    # unsharded: no such part

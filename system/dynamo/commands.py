@@ -59,6 +59,13 @@ that received the request; keys and items are canonical wire-form values)::
 
 Bracketed members are optional (absent or None).
 
+**Groups.**  In a sharded store (:mod:`system.routing`) the catalogue lives
+in the default group, and an item command for another group carries
+``"tables": {name: schema}``, the schema of each table it writes (with its
+``TableId``): the group's store creates a table the first time it sees it,
+and empties it when the ``TableId`` differs (the table was deleted and made
+again), so each group's state depends on its own log only.
+
 **ClientRequestToken idempotency.**  A transact_write with a token records
 ``token -> {"fp": sha256 of the canonical items, "ts": commit ts, "result":
 result}`` in an internal MVCC table (:data:`TOKEN_TABLE`, a name no DynamoDB
@@ -91,6 +98,7 @@ from .errors import (CONDITIONAL_REQUEST_FAILED, DynamoError, cancellation_reaso
 __all__ = [
     "apply_command", "error_result", "result_error", "key_schema", "encode_key",
     "is_internal_table", "TOKEN_TABLE", "TOKEN_TTL_MS", "idempotent_parameter_mismatch",
+    "adopt_table", "table_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -163,6 +171,21 @@ def _user_table(store: MVCCStore, name: Any) -> V.KeySchema:
     return key_schema(store.describe(name)["schema"])
 
 
+def table_id(schema: Any) -> Any:
+    return schema.get("TableId") if isinstance(schema, Mapping) else None
+
+
+def adopt_table(store: MVCCStore, name: str, schema: Mapping[str, Any], ts: int) -> None:
+    """A non-default group's copy of a catalogue table: made on first use,
+    made again (empty) when the catalogue's table is a newer one."""
+    if store.has_table(name):
+        if table_id(store.describe(name)["schema"]) == table_id(schema):
+            return
+        store.delete_table(name, ts)
+    key_schema(schema)
+    store.create_table(name, dict(schema), ts)
+
+
 # -- the apply entry point ------------------------------------------------------------
 
 
@@ -179,6 +202,8 @@ def apply_command(store: MVCCStore, commit_ts: int, command: Mapping[str, Any]) 
         handler = _HANDLERS.get(command.get("op"))  # type: ignore[arg-type]
         if handler is None:
             raise internal_server_error(f"unknown command {command.get('op')!r}")
+        for name, schema in (command.get("tables") or {}).items():
+            adopt_table(store, name, schema, ts)
         return handler(store, ts, command)
     except DynamoError as e:
         return error_result(e)

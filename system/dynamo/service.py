@@ -16,22 +16,32 @@ secondary indexes (IndexName, GSI/LSI in CreateTable) and the legacy
 parameters (Expected, KeyConditions, QueryFilter, ScanFilter,
 AttributeUpdates, ConditionalOperator); AttributesToGet is supported.
 
+**Groups.**  The store may be sharded into Raft groups
+(:mod:`system.routing`): every item belongs to the group of its (table,
+partition key), the catalogue to the default group 0.  GetItem, Query and the
+single-item writes touch one group; Scan touches every group; the batches
+and transactions touch the groups of their keys.
+
 **Reads** (GetItem, Query, Scan, BatchGetItem, TransactGetItems) first
 validate the whole request against the node's applied state (so a 4xx never
-turns into a 500), then ``await backend.ensure_fresh(family)``, *then* take
-``ts = backend.read_ts()`` and read the MVCC snapshot at ``ts`` with no
-``await`` in between, so a read sees every write committed before its
-freshness check completed.  The bug flag ``read-ts-before-check`` samples
-``ts`` before the check instead (a read that waited on ReadIndex then reads
-the snapshot of before the wait).  TransactGetItems and BatchGetItem read all
-their items at one ``ts``.  ConsistentRead is accepted and changes nothing:
-every read takes the path its family is configured for.
+turns into a 500), then ``await backend.ensure_fresh(family, groups)`` (one
+check per group touched, concurrently), *then* take ``ts =
+backend.read_ts(group)`` of every group and read each group's MVCC snapshot
+at its ``ts`` with no ``await`` in between, so a read sees every write
+committed before its freshness checks completed.  The bug flag
+``read-ts-before-check`` samples the timestamps before the checks instead
+(a read that waited on ReadIndex then reads the snapshot of before the
+wait).  TransactGetItems and BatchGetItem read all their items of one group
+at one ``ts``.  ConsistentRead is accepted and changes nothing: every read
+takes the path its family is configured for.
 
 **Writes** are validated here, on the node that received the request, built
 into a command (formats in :mod:`system.dynamo.commands`) and handed to
 ``await backend.propose(command)``, which replicates it and returns
 ``apply_command``'s result once applied; an error result becomes the
-DynamoDB error response.
+DynamoDB error response.  A BatchWriteItem over several groups proposes one
+command per group (a batch is not atomic in DynamoDB either); a
+TransactWriteItems must keep to one group for now.
 """
 
 from __future__ import annotations
@@ -43,12 +53,14 @@ import re
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Protocol
+import heapq
+from typing import Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Protocol
 
+from ..concurrency import all_or_first_error
 from ..mvcc import MVCCStore, NoSuchTable, SnapshotTooOld
 from . import expressions as E
 from . import values as V
-from .commands import encode_key, is_internal_table, key_schema, result_error
+from .commands import encode_key, is_internal_table, key_schema, result_error, table_id
 from .errors import (DynamoError, internal_server_error, resource_not_found, serialization,
                      table_in_use, table_not_found, unknown_operation, validation)
 
@@ -71,38 +83,47 @@ MAX_TOTAL_SEGMENTS = 1_000_000
 class Backend(Protocol):
     """What the node gives the service.
 
-    ``store``
-        the node's applied MVCCStore (read here, never written: writes go
-        through ``propose``).
-    ``ensure_fresh(family)``
+    ``catalogue``
+        the default group's applied MVCCStore, which holds the tables.
+    ``group_count``, ``group_of(table, pk)``, ``store_of(group)``
+        how many groups there are, which owns a partition (its key's stored
+        bytes), and a group's applied MVCCStore on this node (read here,
+        never written: writes go through ``propose``).
+    ``ensure_fresh(family, groups)``
         the freshness check of a read family (``get_item``, ``query``,
-        ``scan``, ``transact_get_items``, ``batch_get_item``): lease fast
-        path, ReadIndex round, or nothing, as the node's configuration (and
-        bug flags such as ``unchecked-range-reads``) decide.  Returns once a
-        read at ``read_ts()`` is fresh; raises DynamoError (500
-        InternalServerError) when the check fails or times out.  Any other
+        ``scan``, ``transact_get_items``, ``batch_get_item``) for each group
+        a read touches: lease fast path, ReadIndex round, or nothing, as the
+        node's configuration (and bug flags such as
+        ``unchecked-range-reads``) decide.  Returns once a read at
+        ``read_ts(group)`` is fresh; raises DynamoError (500
+        InternalServerError) when a check fails or times out.  Any other
         exception is also answered as a 500.
-    ``read_ts()``
-        the timestamp to read the snapshot at: the node's last applied
-        commit timestamp (``store.last_commit_ts`` after the check).
+    ``read_ts(group)``
+        the timestamp to read a group's snapshot at: its last applied commit
+        timestamp on this node (after the check).
     ``has_bug(name)``
         whether a bug flag is on (the service reads ``read-ts-before-check``).
-    ``propose(command)``
-        replicate a write command through Raft and return
-        ``apply_command``'s result once applied on this node; raises
-        DynamoError when it cannot (not the leader and not forwarded, timeout:
-        5xx, so clients treat the outcome as unknown).
+    ``propose(command, group)``
+        replicate a write command through the group's Raft log and return
+        ``apply_command``'s result once applied on that group's leader;
+        raises DynamoError when it cannot (not the leader and not forwarded,
+        timeout: 5xx, so clients treat the outcome as unknown).
     """
 
-    store: MVCCStore
+    catalogue: MVCCStore
+    group_count: int
 
-    async def ensure_fresh(self, family: str) -> None: ...
+    def group_of(self, table: str, pk: bytes) -> int: ...
 
-    def read_ts(self) -> int: ...
+    def store_of(self, group: int) -> MVCCStore: ...
+
+    async def ensure_fresh(self, family: str, groups: Collection[int]) -> None: ...
+
+    def read_ts(self, group: int) -> int: ...
 
     def has_bug(self, name: str) -> bool: ...
 
-    async def propose(self, command: dict[str, Any]) -> dict[str, Any]: ...
+    async def propose(self, command: dict[str, Any], group: int = 0) -> dict[str, Any]: ...
 
 
 # ---------------------------------------------------------------------------
@@ -350,6 +371,8 @@ class DynamoService:
             if op is None:
                 raise unknown_operation()
             req = _decode(body)
+            if self.backend.group_count > 1:
+                await self._know_tables(req)
             return 200, await op(_Req(req))
         except DynamoError as e:
             if e.status >= 500:
@@ -360,13 +383,78 @@ class DynamoService:
             ise = internal_server_error()
             return ise.status, ise.to_body()
 
+    # -- routing -------------------------------------------------------------------
+
+    async def _know_tables(self, req: dict[str, Any]) -> None:
+        """With several groups a request is served by its group's leader,
+        whose replica of the catalogue (the default group's) may lag: a table
+        it does not know yet is looked up again after a freshness check of
+        the default group, so a table just made is found.  Only on a miss."""
+        named: list[Any] = [req.get("TableName")]
+        for key in ("RequestItems",):
+            if isinstance(req.get(key), dict):
+                named += list(req[key])
+        for t in req.get("TransactItems") or []:
+            if isinstance(t, dict):
+                named += [sub.get("TableName") for sub in t.values() if isinstance(sub, dict)]
+        catalogue = self.backend.catalogue
+        if any(isinstance(n, str) and not catalogue.has_table(n) for n in named):
+            with contextlib.suppress(DynamoError):
+                await self.backend.ensure_fresh("get_item", [0])
+
+    def home_group(self, op: str, body: bytes | str | None) -> int | None:
+        """The group whose leader should serve this request: the group of its
+        keys, or the default group for the catalogue and for a request this
+        node cannot route (it is answered there, with its error); None when
+        it touches several groups (served where it arrived, each group
+        checked by its own leader)."""
+        try:
+            groups = self._groups_of(op, _decode(body))
+        except (DynamoError, LookupError, TypeError, ValueError, AttributeError):
+            return 0
+        return groups.pop() if len(groups) == 1 else None
+
+    def _groups_of(self, op: str, req: dict[str, Any]) -> set[int]:
+        def key_group(name: Any, key: Any) -> int:
+            info = self._table(name)
+            if not isinstance(key, dict):
+                raise TypeError("not a key")
+            key = V.validate_key({n: key[n] for n in info.key.names}, info.key)
+            return self._group(info, encode_key(key, info.key)[0])
+
+        if op in ("GetItem", "UpdateItem", "DeleteItem"):
+            return {key_group(req["TableName"], req["Key"])}
+        if op == "PutItem":
+            return {key_group(req["TableName"], req["Item"])}
+        if op == "Query":
+            info = self._table(req["TableName"])
+            names, values = self._expression_attributes(_Req(req), True)
+            kc = E.parse_key_condition(req["KeyConditionExpression"], names, values, info.key)
+            return {self._group(info, V.encode_key_value(kc.hash_value))}
+        if op == "Scan":
+            return set(range(self.backend.group_count))
+        if op == "BatchGetItem":
+            return {key_group(name, k) for name, spec in req["RequestItems"].items()
+                    for k in spec["Keys"]}
+        if op == "BatchWriteItem":
+            return {key_group(name, w["PutRequest"]["Item"] if "PutRequest" in w
+                              else w["DeleteRequest"]["Key"])
+                    for name, ws in req["RequestItems"].items() for w in ws}
+        if op in ("TransactWriteItems", "TransactGetItems"):
+            out = set()
+            for t in req["TransactItems"]:
+                (_, sub), = t.items()
+                out.add(key_group(sub["TableName"], sub["Item"] if "Item" in sub else sub["Key"]))
+            return out
+        return {0}
+
     # -- helpers -------------------------------------------------------------------
 
     def _table(self, name: str) -> _Table:
         if is_internal_table(name):
             raise resource_not_found()
         try:
-            desc = self.backend.store.describe(name)
+            desc = self.backend.catalogue.describe(name)
         except NoSuchTable:
             raise resource_not_found() from None
         info = self._tables.get(name)
@@ -376,29 +464,57 @@ class DynamoService:
             self._tables[name] = info
         return info
 
-    async def _read_ts(self, family: str) -> int:
-        """The freshness check and the read timestamp, in that order (or the
-        reverse with the ``read-ts-before-check`` bug flag)."""
+    async def _read_ts(self, family: str, groups: Iterable[int]) -> dict[int, int]:
+        """The freshness checks and the read timestamp of each group, in that
+        order (or the reverse with the ``read-ts-before-check`` bug flag)."""
         b = self.backend
+        gs = sorted(set(groups))
         if b.has_bug(BUG_READ_TS_BEFORE_CHECK):
-            ts = b.read_ts()
-            await self._ensure_fresh(family)
+            ts = {g: b.read_ts(g) for g in gs}
+            await self._ensure_fresh(family, gs)
             return ts
-        await self._ensure_fresh(family)
-        return b.read_ts()
+        await self._ensure_fresh(family, gs)
+        return {g: b.read_ts(g) for g in gs}
 
-    async def _ensure_fresh(self, family: str) -> None:
+    def _group(self, info: _Table, pk: bytes) -> int:
+        return self.backend.group_of(info.name, pk)
+
+    def _store(self, group: int, info: _Table) -> MVCCStore | None:
+        """The group's store if it holds this incarnation of the table (a
+        group that never saw a write to it, or only to an older table of
+        the same name, holds none of its items)."""
+        store = self.backend.store_of(group)
+        if group == 0:
+            return store
+        if not store.has_table(info.name) or \
+                table_id(store.describe(info.name)["schema"]) != table_id(info.doc):
+            return None
+        return store
+
+    def _get(self, group: int, info: _Table, pk: bytes, sk: bytes, ts: int) -> Any:
+        store = self._store(group, info)
+        return None if store is None else store.get(info.name, pk, sk, ts)
+
+    def _for_group(self, group: int, command: dict[str, Any],
+                   infos: Iterable[_Table]) -> dict[str, Any]:
+        """A command for ``group``, carrying the schemas a non-default group
+        needs to adopt the tables it writes (see :mod:`.commands`)."""
+        if group != 0:
+            command["tables"] = {i.name: i.doc for i in infos}
+        return command
+
+    async def _ensure_fresh(self, family: str, groups: Collection[int]) -> None:
         try:
-            await self.backend.ensure_fresh(family)
+            await self.backend.ensure_fresh(family, groups)
         except DynamoError:
             raise
         except Exception as e:  # noqa: BLE001
             log.warning("freshness check of %s failed: %r", family, e)
             raise internal_server_error(f"read freshness check failed: {type(e).__name__}") from None
 
-    async def _propose(self, command: dict[str, Any]) -> dict[str, Any]:
+    async def _propose(self, command: dict[str, Any], group: int = 0) -> dict[str, Any]:
         try:
-            result = await self.backend.propose(command)
+            result = await self.backend.propose(command, group)
         except DynamoError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -554,7 +670,7 @@ class DynamoService:
             r.map_(opt)
         r.list_("Tags")
         r.bool_("DeletionProtectionEnabled", False)
-        if self.backend.store.has_table(name):
+        if self.backend.catalogue.has_table(name):
             raise table_in_use(name)
         doc = {
             "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in key_elems],
@@ -568,15 +684,19 @@ class DynamoService:
 
     async def _describe_table(self, r: _Req) -> dict[str, Any]:
         name = r.table_name()
-        store = self.backend.store
+        store = self.backend.catalogue
         if is_internal_table(name) or not store.has_table(name):
             raise table_not_found(name)
         d = store.describe(name)
-        return {"Table": self._description(name, d["schema"], d["created_ts"], d["item_count"])}
+        info = self._table(name)
+        count = d["item_count"] + sum(
+            s.describe(name)["item_count"] for g in range(1, self.backend.group_count)
+            if (s := self._store(g, info)) is not None)
+        return {"Table": self._description(name, d["schema"], d["created_ts"], count)}
 
     async def _delete_table(self, r: _Req) -> dict[str, Any]:
         name = r.table_name()
-        if is_internal_table(name) or not self.backend.store.has_table(name):
+        if is_internal_table(name) or not self.backend.catalogue.has_table(name):
             raise table_not_found(name)
         result = await self._propose({"op": "delete_table", "table": name})
         self._tables.pop(name, None)
@@ -586,7 +706,7 @@ class DynamoService:
     async def _list_tables(self, r: _Req) -> dict[str, Any]:
         start = r.str_("ExclusiveStartTableName", min_len=3, max_len=255)
         limit = r.int_("Limit", minimum=1, maximum=MAX_LIST_TABLES) or MAX_LIST_TABLES
-        names = [n for n in self.backend.store.list_tables() if not is_internal_table(n)]
+        names = [n for n in self.backend.catalogue.list_tables() if not is_internal_table(n)]
         if start is not None:
             names = [n for n in names if n > start]
         out: dict[str, Any] = {"TableNames": names[:limit]}
@@ -602,11 +722,12 @@ class DynamoService:
         raw_item = r.map_("Item", required=True)
         info = self._table(name)
         item = V.validate_item(raw_item)
-        V.extract_key(item, info.key)
+        key = V.extract_key(item, info.key)
         V.check_item_size(item)
-        return await self._conditional_write(r, {"op": "put", "table": name, "item": item})
+        return await self._conditional_write(r, info, key, {"op": "put", "table": name, "item": item})
 
-    async def _conditional_write(self, r: _Req, cmd: dict[str, Any]) -> dict[str, Any]:
+    async def _conditional_write(self, r: _Req, info: _Table, key: Mapping[str, Any],
+                                 cmd: dict[str, Any]) -> dict[str, Any]:
         """PutItem and DeleteItem after their own fields: ReturnValues (ALL_OLD
         or NONE), the optional ConditionExpression, then the proposal."""
         rv = r.enum_("ReturnValues", ("NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"), "NONE")
@@ -620,7 +741,12 @@ class DynamoService:
         E.check_unused(names, values, cond)
         _put_optional(cmd, cond=cond_text, names=names, values=values,
                       rv=None if rv == "NONE" else rv, rvcf=None if rvcf == "NONE" else rvcf)
-        return _attributes_only(await self._propose(cmd))
+        return await self._write_item(info, key, cmd)
+
+    async def _write_item(self, info: _Table, key: Mapping[str, Any],
+                          cmd: dict[str, Any]) -> dict[str, Any]:
+        group = self._group(info, encode_key(key, info.key)[0])
+        return _attributes_only(await self._propose(self._for_group(group, cmd, [info]), group))
 
     async def _update_item(self, r: _Req) -> dict[str, Any]:
         name = r.table_name()
@@ -641,14 +767,14 @@ class DynamoService:
         cmd: dict[str, Any] = {"op": "update", "table": name, "key": key}
         _put_optional(cmd, update=upd_text, cond=cond_text, names=names, values=values,
                       rv=None if rv == "NONE" else rv, rvcf=None if rvcf == "NONE" else rvcf)
-        return _attributes_only(await self._propose(cmd))
+        return await self._write_item(info, key, cmd)
 
     async def _delete_item(self, r: _Req) -> dict[str, Any]:
         name = r.table_name()
         r.no_legacy("Expected", "ConditionalOperator")
         info = self._table(name)
         key = self._key(r, info)
-        return await self._conditional_write(r, {"op": "delete", "table": name, "key": key})
+        return await self._conditional_write(r, info, key, {"op": "delete", "table": name, "key": key})
 
     # -- single-item read ---------------------------------------------------------------
 
@@ -662,9 +788,10 @@ class DynamoService:
         proj = self._projection(r, names)
         E.check_unused(names, None, proj)
         pk, sk = encode_key(key, info.key)
-        ts = await self._read_ts("get_item")
+        group = self._group(info, pk)
+        ts = await self._read_ts("get_item", [group])
         with self._reading():
-            item = self.backend.store.get(name, pk, sk, ts)
+            item = self._get(group, info, pk, sk, ts[group])
         if item is None:
             return {}
         return {"Item": proj.apply(item) if proj is not None else item}
@@ -767,11 +894,13 @@ class DynamoService:
                 start_after = b""
         pk = V.encode_key_value(kc.hash_value)
         lo, lo_inc, hi, hi_inc = kc.encoded_range()
-        ts = await self._read_ts("query")
+        group = self._group(info, pk)
+        ts = await self._read_ts("query", [group])
         with self._reading():
-            rows = self.backend.store.iter_partition(name, pk, ts, lo=lo, hi=hi, lo_inclusive=lo_inc,
-                                                     hi_inclusive=hi_inc, reverse=not forward,
-                                                     start_after=start_after)
+            store = self._store(group, info)
+            rows = iter(()) if store is None else store.iter_partition(
+                name, pk, ts[group], lo=lo, hi=hi, lo_inclusive=lo_inc, hi_inclusive=hi_inc,
+                reverse=not forward, start_after=start_after)
             return self._page((item for _, item in rows), info, limit, filt, proj, count_only)
 
     async def _scan(self, r: _Req) -> dict[str, Any]:
@@ -805,9 +934,13 @@ class DynamoService:
         start_after = encode_key(esk, info.key) if esk is not None else None
         if start_after is not None and total is not None and _segment_of(start_after[0], total) != segment:
             raise validation("The provided Exclusive start key does not map to the provided segment")
-        ts = await self._read_ts("scan")
+        groups = range(self.backend.group_count)
+        ts = await self._read_ts("scan", groups)
         with self._reading():
-            rows = self.backend.store.iter_table(name, ts, start_after)
+            # Every group's rows of the table, merged in (pk, sk) order.
+            parts = [store.iter_table(name, ts[g], start_after) for g in groups
+                     if (store := self._store(g, info)) is not None]
+            rows = parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_row_key)
             if total is None:
                 items: Iterable[dict[str, Any]] = (item for _, _, item in rows)
             else:
@@ -822,7 +955,7 @@ class DynamoService:
         if not request_items:
             raise _constraint(request_items, "requestItems", "Member must have length greater than or equal to 1")
         self._return_consumed(r)
-        plan: list[tuple[str, list[tuple[bytes, bytes]], E.Projection | None]] = []
+        plan: list[tuple[_Table, list[tuple[bytes, bytes]], E.Projection | None]] = []
         total = 0
         seen: set[tuple[str, bytes, bytes]] = set()
         for name, spec in request_items.items():
@@ -848,15 +981,16 @@ class DynamoService:
                     raise validation("Provided list of item keys contains duplicates")
                 seen.add((name, pk, sk))
                 encoded.append((pk, sk))
-            plan.append((name, encoded, proj))
-        ts = await self._read_ts("batch_get_item")
+            plan.append((info, encoded, proj))
+        ts = await self._read_ts("batch_get_item", (self._group(info, pk) for info, encoded, _ in plan
+                                                    for pk, _ in encoded))
         responses: dict[str, list[dict[str, Any]]] = {}
-        store = self.backend.store
         with self._reading():
-            for name, encoded, proj in plan:
-                found = responses.setdefault(name, [])
+            for info, encoded, proj in plan:
+                found = responses.setdefault(info.name, [])
                 for pk, sk in encoded:
-                    item = store.get(name, pk, sk, ts)
+                    group = self._group(info, pk)
+                    item = self._get(group, info, pk, sk, ts[group])
                     if item is not None:
                         found.append(proj.apply(item) if proj is not None else item)
         return {"Responses": responses, "UnprocessedKeys": {}}
@@ -868,6 +1002,8 @@ class DynamoService:
             raise _constraint(request_items, "requestItems", "Member must have length greater than or equal to 1")
         self._return_consumed(r, metrics=True)
         writes: list[dict[str, Any]] = []
+        by_group: dict[int, list[dict[str, Any]]] = {}
+        infos: dict[str, _Table] = {}
         seen: set[tuple[str, bytes, bytes]] = set()
         for name, reqs in request_items.items():
             _check_table_name(name, "requestItems.key")
@@ -879,7 +1015,7 @@ class DynamoService:
                                   "equal to 1]")
             if len(writes) + len(reqs) > MAX_BATCH_WRITE:
                 raise validation("Too many items requested for the BatchWriteItem call")
-            info = self._table(name)
+            info = infos[name] = self._table(name)
             for i, w in enumerate(reqs):
                 if not isinstance(w, dict):
                     raise _not_expected(w, "Structure")
@@ -904,7 +1040,11 @@ class DynamoService:
                     raise validation("Provided list of item keys contains duplicates")
                 seen.add((name, pk, sk))
                 writes.append(entry)
-        await self._propose({"op": "batch_write", "writes": writes})
+                by_group.setdefault(self._group(info, pk), []).append(entry)
+        # One command per group, proposed concurrently: a batch is not atomic.
+        await all_or_first_error([self._propose(self._for_group(
+            g, {"op": "batch_write", "writes": ws}, [infos[w["table"]] for w in ws]), g)
+            for g, ws in sorted(by_group.items())])
         return {"UnprocessedItems": {}}
 
     # -- transactions ---------------------------------------------------------------------
@@ -915,6 +1055,8 @@ class DynamoService:
         self._return_consumed(r, metrics=True)
         token = r.str_("ClientRequestToken", min_len=1, max_len=36)
         items: list[dict[str, Any]] = []
+        infos: dict[str, _Table] = {}
+        groups: set[int] = set()
         seen: set[tuple[str, bytes, bytes]] = set()
         for i, raw in enumerate(raw_items):
             m = r.member(raw, i, "TransactItems")
@@ -925,7 +1067,7 @@ class DynamoService:
             s = m.sub(op)
             assert s is not None
             name = s.table_name()
-            info = self._table(name)
+            info = infos[name] = self._table(name)
             entry: dict[str, Any]
             if op == "Put":
                 item = V.validate_item(s.map_("Item", required=True))
@@ -949,20 +1091,25 @@ class DynamoService:
             if (name, pk, sk) in seen:
                 raise validation("Transaction request cannot include multiple operations on one item")
             seen.add((name, pk, sk))
+            groups.add(self._group(info, pk))
             _put_optional(entry, update=upd_text, cond=cond_text, names=names, values=values,
                           rvcf=None if rvcf == "NONE" else rvcf)
             items.append(entry)
+        if len(groups) > 1:
+            raise validation(f"This store cannot yet run a transaction over several Raft groups "
+                             f"(these items are in groups {sorted(groups)})")
+        group = groups.pop()
         cmd: dict[str, Any] = {"op": "transact_write", "items": items}
         if token is not None:
             cmd["token"] = token
-        await self._propose(cmd)
+        await self._propose(self._for_group(group, cmd, infos.values()), group)
         return {}
 
     async def _transact_get_items(self, r: _Req) -> dict[str, Any]:
         raw_items = r.list_("TransactItems", required=True, min_len=1, max_len=MAX_TRANSACT_ITEMS)
         assert raw_items is not None
         self._return_consumed(r)
-        plan: list[tuple[str, bytes, bytes, E.Projection | None]] = []
+        plan: list[tuple[_Table, int, bytes, bytes, E.Projection | None]] = []
         seen: set[tuple[str, bytes, bytes]] = set()
         for i, raw in enumerate(raw_items):
             m = r.member(raw, i, "TransactItems")
@@ -979,13 +1126,12 @@ class DynamoService:
             if (name, pk, sk) in seen:
                 raise validation("Transaction request cannot include multiple operations on one item")
             seen.add((name, pk, sk))
-            plan.append((name, pk, sk, proj))
-        ts = await self._read_ts("transact_get_items")
-        store = self.backend.store
+            plan.append((info, self._group(info, pk), pk, sk, proj))
+        ts = await self._read_ts("transact_get_items", (group for _, group, *_ in plan))
         responses: list[dict[str, Any]] = []
         with self._reading():
-            for name, pk, sk, proj in plan:
-                item = store.get(name, pk, sk, ts)
+            for info, group, pk, sk, proj in plan:
+                item = self._get(group, info, pk, sk, ts[group])
                 if item is None:
                     responses.append({})
                 else:
@@ -997,6 +1143,10 @@ def _segment_of(pk: bytes, total: int) -> int:
     """The parallel-scan segment of a partition: its hash's share of the
     32-bit hash space (so segments are contiguous hash ranges, as in DynamoDB)."""
     return (zlib.crc32(pk) * total) >> 32
+
+
+def _row_key(row: tuple[bytes, bytes, Any]) -> tuple[bytes, bytes]:
+    return row[0], row[1]
 
 
 def _put_optional(cmd: dict[str, Any], **fields: Any) -> None:

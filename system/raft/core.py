@@ -515,6 +515,13 @@ class RaftNode:
     def transfer_target(self) -> str | None:
         return self._transferee
 
+    def peer_caught_up(self, peer: str) -> bool:
+        """On a leader: has ``peer`` answered within an election timeout, and
+        does it hold the whole log (so a transfer to it is immediate)?"""
+        pr = self._prs.get(peer) if self.role == LEADER else None
+        return (pr is not None and pr.match == self.log.last_index()
+                and self._ticks - pr.last_active < self.config.election_ticks)
+
     @property
     def applied(self) -> int:
         return self.log.applied
