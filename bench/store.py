@@ -165,32 +165,50 @@ def main() -> None:
     ap.add_argument("--paths", default=",".join(READ_PATHS))
     ap.add_argument("--groups", default="1",
                     help="comma-separated numbers of Raft groups to compare (default: 1)")
+    ap.add_argument("--placement", default="spread",
+                    help="with several groups, comma-separated: spread (each group's leader "
+                    "on its own node, the store's default) and/or together (every leader "
+                    "on one node, as with one group) (default: spread)")
     ap.add_argument("--profile", action="store_true",
                     help="sample the leader with py-spy during the lease-path mix")
     args = ap.parse_args()
     for groups in [int(g) for g in args.groups.split(",")]:
-        for path in args.paths.split(","):
-            _bench(args, path, groups)
+        for placement in args.placement.split(",") if groups > 1 else ["spread"]:
+            for path in args.paths.split(","):
+                _bench(args, path, groups, placement)
 
 
-def _bench(args: argparse.Namespace, path: str, groups: int) -> None:
+def _together(cluster: LocalCluster, groups: int, to: str) -> None:
+    """Every group's leadership handed to ``to``."""
+    from harness.admin import admin_post
+
+    for g in range(1, groups):
+        lt = leader_and_term(cluster.nodes, group=g)
+        if lt and lt[0] != to:
+            admin_post(cluster.node(lt[0]), "/transfer", {"group": g, "to": to})
+    time.sleep(1.0)
+
+
+def _bench(args: argparse.Namespace, path: str, groups: int, placement: str) -> None:
     config: dict = {"reads": {f: path for f in READ_FAMILIES}}
     if groups > 1:
-        config["shards"] = {"groups": groups}
+        config["shards"] = {"groups": groups,
+                            "leaders": "spread" if placement == "spread" else "any"}
     with tempfile.TemporaryDirectory() as tmp:
         cluster = LocalCluster(tmp, 3, config)
         cluster.start(seed=1)
         try:
             leader = cluster.node(cluster.wait_for_leader())
             _setup(leader.api)
-            time.sleep(2.5 if groups > 1 else 0)   # leader placement settles
+            if placement == "together":
+                _together(cluster, groups, leader.id)
             leads = [leader_and_term(cluster.nodes, group=g) for g in range(groups)]
             if not all(leads):
                 print(f"groups {groups}: a group has no leader; skipped")
                 return
             endpoints = [cluster.node(lt[0]).api for lt in leads if lt]
             where = " ".join(lt[0] for lt in leads if lt)
-            print(f"read path {path}, {groups} group(s) led by {where}: 3 nodes, "
+            print(f"read path {path}, {groups} group(s) led by {where} ({placement}): 3 nodes, "
                   f"{args.procs} load processes, {args.seconds:g} s each")
             ops = ["put", "get", "query", "mix"] if path == "lease" else ["get"]
             for op in ops:

@@ -282,7 +282,8 @@ class Node:
         # groups is served here, each group checked by its own leader.  Reads
         # stay here under the stale-follower-reads bug, and at an ex-leader
         # whose lease survived a transfer (lease-survives-transfer).
-        home = DEFAULT_GROUP if self.group_count == 1 else self.service.home_group(op, body)
+        home, decoded = ((DEFAULT_GROUP, None) if self.group_count == 1
+                         else self.service.route(op, body))
         if home is not None and op in self._forwardable:
             group = self.groups[home]
             local_read = op in READ_TARGETS and (
@@ -291,7 +292,7 @@ class Node:
             if group.raft.role != LEADER and not local_read:
                 return await self._forward(request, body, home)
         try:
-            status, payload = await self.service.handle(target, body)
+            status, payload = await self.service.handle(target, body, decoded)
         except Exception:  # noqa: BLE001 - the service should never raise; never crash
             log.exception("unhandled error in %s", op)
             err = errors.internal_server_error()

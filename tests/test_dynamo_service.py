@@ -1345,7 +1345,9 @@ def test_boto3_resource_with_condition_builders(boto):
 
 
 def _route(c: Client, op: str, **req: Any) -> int | None:
-    return c.service.home_group(op, json.dumps(req).encode())
+    home, decoded = c.service.route(op, json.dumps(req).encode())
+    assert decoded == req
+    return home
 
 
 def test_items_of_a_sharded_store_live_in_their_groups_and_read_back_whole():

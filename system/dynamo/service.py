@@ -359,8 +359,10 @@ class DynamoService:
     def operations(self) -> tuple[str, ...]:
         return tuple(self._ops)
 
-    async def handle(self, target: str | None, body: bytes | str | None) -> tuple[int, dict[str, Any]]:
-        """Answer one request: ``(HTTP status, JSON body)``.  Never raises
+    async def handle(self, target: str | None, body: bytes | str | None,
+                     request: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        """Answer one request: ``(HTTP status, JSON body)``; ``request``, if
+        given, is ``body`` decoded already (:meth:`route`).  Never raises
         (except for the task being cancelled)."""
         op_name = "?"
         try:
@@ -370,7 +372,7 @@ class DynamoService:
             op = self._ops.get(op_name)
             if op is None:
                 raise unknown_operation()
-            req = _decode(body)
+            req = request if request is not None else _decode(body)
             if self.backend.group_count > 1:
                 await self._know_tables(req)
             return 200, await op(_Req(req))
@@ -402,17 +404,22 @@ class DynamoService:
             with contextlib.suppress(DynamoError):
                 await self.backend.ensure_fresh("get_item", [0])
 
-    def home_group(self, op: str, body: bytes | str | None) -> int | None:
-        """The group whose leader should serve this request: the group of its
-        keys, or the default group for the catalogue and for a request this
-        node cannot route (it is answered there, with its error); None when
-        it touches several groups (served where it arrived, each group
-        checked by its own leader)."""
+    def route(self, op: str, body: bytes | str | None) -> tuple[int | None, dict[str, Any] | None]:
+        """The group whose leader should serve this request, and the request
+        decoded (for :meth:`handle`, so it is decoded once; None if it does
+        not decode).  The group: that of its keys, or the default group for
+        the catalogue and for a request this node cannot route (it is
+        answered there, with its error); None when it touches several groups
+        (served where it arrived, each group checked by its own leader)."""
         try:
-            groups = self._groups_of(op, _decode(body))
+            req = _decode(body)
+        except DynamoError:
+            return 0, None
+        try:
+            groups = self._groups_of(op, req)
         except (DynamoError, LookupError, TypeError, ValueError, AttributeError):
-            return 0
-        return groups.pop() if len(groups) == 1 else None
+            return 0, req
+        return (groups.pop() if len(groups) == 1 else None), req
 
     def _groups_of(self, op: str, req: dict[str, Any]) -> set[int]:
         def key_group(name: Any, key: Any) -> int:
