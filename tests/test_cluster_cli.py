@@ -18,8 +18,9 @@ def test_two_clusters_up_status_down(tmp_path):
     cfg.write_text("[raft]\nheartbeat_ms = 50\nelection_timeout_ms = 600\n")
     dirs = [tmp_path / "a", tmp_path / "b"]
     try:
-        for d in dirs:
-            up = faultline("cluster", "up", "--nodes", "3", "--dir", str(d), "--config", str(cfg))
+        for d, groups in zip(dirs, ("1", "3")):   # the second one sharded
+            up = faultline("cluster", "up", "--nodes", "3", "--dir", str(d), "--config", str(cfg),
+                           "--groups", groups)
             assert up.returncode == 0, up.stderr
             assert "leader n" in up.stdout
         infos = [json.loads((d / "cluster.json").read_text()) for d in dirs]
@@ -29,6 +30,13 @@ def test_two_clusters_up_status_down(tmp_path):
         assert st.returncode == 0
         roles = [line.split()[1] for line in st.stdout.splitlines()]
         assert roles.count("leader") == 1 and roles.count("follower") == 2
+        st = faultline("cluster", "status", "--dir", str(dirs[1]))
+        assert st.returncode == 0
+        lines = [line.split() for line in st.stdout.splitlines()]
+        assert len(lines) == 9       # a line per node and group: "n1 group 2 leader term ..."
+        for g in ("0", "1", "2"):
+            roles = [f[3] for f in lines if f[1:3] == ["group", g]]
+            assert sorted(roles) == ["follower", "follower", "leader"], st.stdout
     finally:
         for d in dirs:
             down = faultline("cluster", "down", "--dir", str(d))
