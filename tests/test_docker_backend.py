@@ -107,7 +107,7 @@ def test_faults_are_real_iptables_freezer_and_signals(engine, image, tmp_path):
         b.heal_all()
         assert b.alive(new) and not b.killed and not b.skewed
         b.wait_for_leader()
-        starts = f"grep -c 'starting: term' {b.nodes[new].log}"
+        starts = f"grep -c ' starting: ' {b.nodes[new].log}"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and b.run(new, starts).strip() != "2":
             time.sleep(0.2)  # restarted on the same data: its second start in the same log
