@@ -393,9 +393,8 @@ class DynamoService:
         it does not know yet is looked up again after a freshness check of
         the default group, so a table just made is found.  Only on a miss."""
         named: list[Any] = [req.get("TableName")]
-        for key in ("RequestItems",):
-            if isinstance(req.get(key), dict):
-                named += list(req[key])
+        if isinstance(req.get("RequestItems"), dict):
+            named += list(req["RequestItems"])
         for t in req.get("TransactItems") or []:
             if isinstance(t, dict):
                 named += [sub.get("TableName") for sub in t.values() if isinstance(sub, dict)]
